@@ -1,0 +1,65 @@
+# Parameter-decomposition toolkit.
+#   make            build everything into build/ (build/pd, build/tests)
+#   make test       build and run all tests (doctest)
+#   make demo       SPD decomposition of TMS 5-2 from scratch: table + plots in runs/demo
+#   make bench      benchmarks (figures only)
+#   make sanitize   build with ASan+UBSan into build-san/ and run the tests there
+# BUILD=dir picks another build directory (helpers working in parallel use their own).
+
+BUILD    ?= build
+CXX      ?= g++
+ARCH     ?= -mavx2 -mfma
+OPT      ?= -O2
+CXXFLAGS ?= $(OPT) $(ARCH) -g
+CXXFLAGS += -std=c++17 -Wall -Wextra -I. -MMD -MP
+LDLIBS   += -lopenblas -lpthread
+
+LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp experiments/*.cpp experiments/*/*.cpp))
+LIB_SRC  := $(filter-out experiments/pd_main.cpp,$(LIB_SRC))
+TEST_SRC := $(sort $(wildcard tests/*.cpp))
+LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
+DEPS_OK  := $(BUILD)/.deps-ok
+
+.PHONY: all test demo bench sanitize clean deps deps-torch
+all: $(BUILD)/pd $(BUILD)/tests
+
+deps: $(DEPS_OK)
+$(DEPS_OK):
+	@scripts/deps.sh
+	@mkdir -p $(BUILD) && touch $@
+deps-torch:
+	@scripts/deps.sh --torch || echo "(PyTorch cross-checks will be skipped)"
+
+$(BUILD)/%.o: %.cpp | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/pd: $(LIB_OBJ) $(BUILD)/experiments/pd_main.o
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests: $(LIB_OBJ) $(TEST_OBJ)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+
+# TEST_ARGS passes doctest options, e.g. make test TEST_ARGS='-tc="*matmul*"'
+test: all
+	@$(MAKE) --no-print-directory deps-torch
+	$(BUILD)/tests $(TEST_ARGS)
+
+demo: $(BUILD)/pd
+	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo
+
+bench: $(BUILD)/pd
+	$(BUILD)/pd bench
+
+# Sanitizer build: ASan+UBSan, -O1 so it stays fast enough to run the full suite.
+sanitize:
+	$(MAKE) BUILD=build-san OPT=-O1 \
+	  CXXFLAGS_EXTRA= CXXFLAGS="-O1 $(ARCH) -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" all
+	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 build-san/tests $(TEST_ARGS)
+
+clean:
+	rm -rf build build-san
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/experiments/pd_main.d
