@@ -1,5 +1,5 @@
 # Parameter-decomposition toolkit.
-#   make            build everything into build/ (build/pd, build/tests)
+#   make            build everything into build/ (build/pd, build/pd_tests)
 #   make test       build and run all tests (doctest)
 #   make demo       SPD decomposition of TMS 5-2 from scratch: table + plots in runs/demo
 #   make bench      benchmarks (figures only)
@@ -22,7 +22,7 @@ TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
 DEPS_OK  := $(BUILD)/.deps-ok
 
 .PHONY: all test demo bench sanitize clean deps deps-torch
-all: $(BUILD)/pd $(BUILD)/tests
+all: $(BUILD)/pd $(BUILD)/pd_tests
 
 deps: $(DEPS_OK)
 $(DEPS_OK):
@@ -38,13 +38,13 @@ $(BUILD)/%.o: %.cpp | $(DEPS_OK)
 $(BUILD)/pd: $(LIB_OBJ) $(BUILD)/experiments/pd_main.o
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/tests: $(LIB_OBJ) $(TEST_OBJ)
+$(BUILD)/pd_tests: $(LIB_OBJ) $(TEST_OBJ)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
 # TEST_ARGS passes doctest options, e.g. make test TEST_ARGS='-tc="*matmul*"'
 test: all
 	@$(MAKE) --no-print-directory deps-torch
-	$(BUILD)/tests $(TEST_ARGS)
+	$(BUILD)/pd_tests $(TEST_ARGS)
 
 demo: $(BUILD)/pd
 	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo
@@ -57,7 +57,7 @@ sanitize:
 	$(MAKE) BUILD=build-san OPT=-O1 \
 	  CXXFLAGS_EXTRA= CXXFLAGS="-O1 $(ARCH) -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" all
-	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 build-san/tests $(TEST_ARGS)
+	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 build-san/pd_tests $(TEST_ARGS)
 
 clean:
 	rm -rf build build-san

@@ -1,0 +1,233 @@
+#include "autodiff/autograd.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+namespace ad {
+
+static bool g_nan_guard = false;
+static BackwardObserver g_observer = nullptr;
+void set_nan_guard(bool on) { g_nan_guard = on; }
+bool nan_guard() { return g_nan_guard; }
+NanGuardScope::NanGuardScope(bool on) : prev(g_nan_guard) { g_nan_guard = on; }
+NanGuardScope::~NanGuardScope() { g_nan_guard = prev; }
+void set_backward_observer(BackwardObserver obs) { g_observer = obs; }
+
+std::vector<std::string>& registered_ops() {
+  static std::vector<std::string> ops;
+  return ops;
+}
+
+Tensor make_result(const char* op, const Shape& shape, DType dtype, const Tensor* inputs,
+                   int n_inputs, BackwardFn backward) {
+  if (n_inputs > kMaxInputs) fail(std::string(op) + ": too many inputs for one node");
+  Tensor out = empty(shape, dtype);
+  Node* n = out.node();
+  n->op = op;
+  bool needs = false;
+  if (grad_enabled())
+    for (int i = 0; i < n_inputs; ++i) needs |= inputs[i].defined() && inputs[i].requires_grad();
+  if (needs) {
+    n->requires_grad = true;
+    n->is_leaf = false;
+    n->backward = backward;
+    n->n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; ++i) n->inputs[i] = inputs[i];
+  }
+  return out;
+}
+
+Tensor make_result(const char* op, const Shape& shape, DType dtype,
+                   std::initializer_list<Tensor> inputs, BackwardFn backward) {
+  return make_result(op, shape, dtype, inputs.begin(), (int)inputs.size(), backward);
+}
+
+// Index of the first non-finite entry, or -1.
+static int64_t first_non_finite(const void* p, int64_t n, DType t) {
+  int64_t bad = -1;
+  dispatch(t, [&](auto z) {
+    using T = decltype(z);
+    const T* x = static_cast<const T*>(p);
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(x[i])) { bad = i; return; }
+  });
+  return bad;
+}
+
+static std::string describe_inputs(const Node& n) {
+  std::string s;
+  for (int i = 0; i < n.n_inputs; ++i)
+    if (n.inputs[i].defined()) s += (s.empty() ? "" : ", ") + n.inputs[i].shape().str();
+  return s.empty() ? "none recorded" : s;
+}
+
+Tensor finish(Tensor out) {
+  if (g_nan_guard) {
+    Node* n = out.node();
+    int64_t bad = first_non_finite(n->data, n->shape.numel(), n->dtype);
+    if (bad >= 0)
+      fail(std::string("NaN guard: forward of op '") + n->op + "' produced a non-finite value at flat index " +
+           std::to_string(bad) + " of its output " + n->shape.str() + " (inputs: " + describe_inputs(*n) + ")");
+  }
+  return out;
+}
+
+void* grad_buffer(const Tensor& t) {
+  if (!t.defined()) return nullptr;
+  Node* n = t.node();
+  if (!n->requires_grad) return nullptr;
+  if (!n->scratch) {
+    n->scratch = pool_alloc(n->bytes());
+    std::memset(n->scratch, 0, n->bytes());
+  }
+  return n->scratch;
+}
+
+Tensor detach(const Tensor& x) {
+  Node* v = new_node();
+  v->shape = x.shape();
+  v->dtype = x.dtype();
+  v->data = x.raw();
+  v->owns_data = false;
+  v->op = "detach";
+  v->base = x;
+  return Tensor(v);
+}
+
+// Reverse topological order of the nodes that need a gradient, reachable from `root`.
+static std::vector<Node*>& topo_order(Node* root) {
+  static thread_local std::vector<Node*> order;
+  static thread_local std::vector<std::pair<Node*, int>> stack;
+  static uint32_t epoch = 0;
+  ++epoch;
+  order.clear();
+  stack.clear();
+  root->visit_epoch = epoch;
+  stack.push_back({root, 0});
+  while (!stack.empty()) {
+    auto& top = stack.back();
+    Node* n = top.first;
+    if (top.second < n->n_inputs) {
+      Node* c = n->inputs[top.second++].node();
+      if (c && c->requires_grad && c->visit_epoch != epoch) {
+        c->visit_epoch = epoch;
+        stack.push_back({c, 0});  // may invalidate `top`; not used after this
+      }
+    } else {
+      order.push_back(n);  // post-order: inputs before the node
+      stack.pop_back();
+    }
+  }
+  return order;
+}
+
+// Runs one pass. On return every node in the order has its gradient in `scratch` if it is a
+// leaf or listed in `keep` (the caller then consumes them); other scratches are freed.
+static std::vector<Node*>& run_pass(const Tensor& output, const Tensor& grad_output,
+                                    const std::vector<Tensor>* keep) {
+  Node* root = output.node();
+  if (!root) fail("backward: undefined output tensor");
+  if (!root->requires_grad)
+    fail(std::string("backward: output of '") + root->op +
+         "' does not require a gradient (no input needed one, or it was computed under NoGradGuard)");
+  std::vector<Node*>& order = topo_order(root);
+  for (Node* n : order) {
+    if (n->scratch) { pool_free(n->scratch, n->bytes()); n->scratch = nullptr; }
+    if (n->graph_released)
+      fail(std::string("backward: the graph through op '") + n->op + "' " + n->shape.str() +
+           " was already freed by an earlier backward; pass retain_graph=true to the first one");
+  }
+  // Seed d output.
+  void* seed = grad_buffer(output);
+  if (grad_output.defined()) {
+    if (grad_output.shape() != output.shape())
+      shape_error("backward", output.shape(), grad_output.shape(), "grad_output must match the output's shape");
+    if (grad_output.dtype() != output.dtype()) fail("backward: grad_output dtype differs from the output's");
+    std::memcpy(seed, grad_output.raw(), root->bytes());
+  } else {
+    if (root->shape.numel() != 1)
+      fail("backward: output " + root->shape.str() + " is not a scalar; pass grad_output");
+    dispatch(root->dtype, [&](auto z) { static_cast<decltype(z)*>(seed)[0] = 1; });
+  }
+  auto kept = [&](Node* n) {
+    if (keep)
+      for (const Tensor& t : *keep)
+        if (t.node() == n) return true;
+    return false;
+  };
+  for (size_t k = order.size(); k-- > 0;) {
+    Node* n = order[k];
+    if (n->is_leaf || !n->backward) continue;
+    if (n->scratch) {
+      if (g_observer) g_observer(n->op);
+      n->backward(*n);
+      if (g_nan_guard)
+        for (int i = 0; i < n->n_inputs; ++i) {
+          Node* in = n->inputs[i].node();
+          if (!in || !in->scratch) continue;
+          int64_t bad = first_non_finite(in->scratch, in->shape.numel(), in->dtype);
+          if (bad >= 0)
+            fail(std::string("NaN guard: backward of op '") + n->op + "' produced a non-finite gradient for input " +
+                 std::to_string(i) + " " + in->shape.str() + " at flat index " + std::to_string(bad) +
+                 " (output " + n->shape.str() + ")");
+        }
+    }
+    if (!kept(n)) { pool_free(n->scratch, n->bytes()); n->scratch = nullptr; }
+  }
+  return order;
+}
+
+static void release_graph(std::vector<Node*>& order) {
+  for (Node* n : order) {
+    if (n->is_leaf) continue;
+    n->graph_released = true;
+    n->backward = nullptr;
+    for (int i = 0; i < n->n_inputs; ++i) n->inputs[i].reset();  // may free nodes in `order`
+    n->saved[0].reset();                                            // only inputs-side nodes,
+    n->saved[1].reset();                                            // all already visited
+  }
+}
+
+void backward(const Tensor& output, const Tensor& grad_output, bool retain_graph) {
+  std::vector<Node*>& order = run_pass(output, grad_output, nullptr);
+  for (Node* n : order) {
+    if (!n->is_leaf || !n->scratch) continue;
+    if (!n->grad) {
+      n->grad = n->scratch;  // first gradient: adopt the buffer
+    } else {
+      dispatch(n->dtype, [&](auto z) {
+        using T = decltype(z);
+        T* g = static_cast<T*>(n->grad);
+        const T* s = static_cast<const T*>(n->scratch);
+        for (int64_t i = 0, m = n->shape.numel(); i < m; ++i) g[i] += s[i];
+      });
+      pool_free(n->scratch, n->bytes());
+    }
+    n->scratch = nullptr;
+  }
+  if (!retain_graph) release_graph(order);
+}
+
+std::vector<Tensor> grad(const Tensor& output, const std::vector<Tensor>& wrt,
+                         const Tensor& grad_output, bool retain_graph) {
+  for (const Tensor& t : wrt)
+    if (!t.defined() || !t.requires_grad())
+      fail(std::string("grad: a requested input (op '") + (t.defined() ? t.op_name() : "undefined") +
+           "') does not require a gradient");
+  std::vector<Node*>& order = run_pass(output, grad_output, &wrt);
+  std::vector<Tensor> result;
+  result.reserve(wrt.size());
+  for (const Tensor& t : wrt) {
+    Node* n = t.node();
+    Tensor g = zeros(n->shape, n->dtype);  // unreachable inputs get zeros
+    if (n->scratch) std::memcpy(g.raw(), n->scratch, n->bytes());
+    result.push_back(std::move(g));
+  }
+  for (Node* n : order)
+    if (n->scratch) { pool_free(n->scratch, n->bytes()); n->scratch = nullptr; }
+  if (!retain_graph) release_graph(order);
+  return result;
+}
+
+}  // namespace ad

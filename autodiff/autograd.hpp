@@ -1,0 +1,78 @@
+// Reverse-mode differentiation over the define-by-run graph.
+//
+//  backward(loss)                    d loss / d leaf, accumulated (+=) into every leaf's .grad
+//  backward(y, dy)                   vector-Jacobian product with upstream gradient dy
+//  grad(y, {a, b}, dy)               returns d<y,dy>/da, d<y,dy>/db for ANY nodes of the graph
+//                                    (leaves or intermediates) and leaves every .grad untouched
+//
+// Order: one iterative depth-first search from the output gives a topological order (no
+// recursion, so 100k-node chains are fine); nodes are then visited in reverse, each op's
+// backward adding its inputs' gradients. retain_graph=false frees the graph's references
+// after the pass; a later pass through it is an error naming the op.
+//
+// How an op is written (see ops_elementwise.cpp for many short examples):
+//
+//   Tensor y = make_result("relu", x.shape(), x.dtype(), {x}, relu_backward);
+//   ... compute y's data ...
+//   return finish(y);
+//
+// make_result records inputs + backward only when recording is on and an input needs a
+// gradient. A backward function reads out.grad and ADDS into grad_buffer(out.inputs[i]).
+#pragma once
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "autodiff/tensor.hpp"
+
+namespace ad {
+
+Tensor make_result(const char* op, const Shape& shape, DType dtype,
+                   std::initializer_list<Tensor> inputs, BackwardFn backward);
+Tensor make_result(const char* op, const Shape& shape, DType dtype, const Tensor* inputs,
+                   int n_inputs, BackwardFn backward);
+// Applies the NaN guard (if on) to a freshly computed op output, then returns it.
+Tensor finish(Tensor out);
+
+// During backward: the gradient buffer of `t` to accumulate into (zero-filled on first use),
+// or nullptr when `t` needs no gradient.
+void* grad_buffer(const Tensor& t);
+template <class T> inline T* grad_of(const Tensor& t) { return static_cast<T*>(grad_buffer(t)); }
+
+void backward(const Tensor& output, const Tensor& grad_output = Tensor(), bool retain_graph = false);
+std::vector<Tensor> grad(const Tensor& output, const std::vector<Tensor>& wrt,
+                         const Tensor& grad_output = Tensor(), bool retain_graph = true);
+
+// Returns a leaf that shares x's data and records nothing.
+Tensor detach(const Tensor& x);
+
+// ---- NaN guard -------------------------------------------------------------------------
+// When on, every op output (forward) and every gradient an op produces (backward) is
+// checked; the first non-finite value throws ad::Error naming the op, the pass, the
+// shapes and the offending index. Off by default (it costs one pass over each tensor).
+void set_nan_guard(bool on);
+bool nan_guard();
+struct NanGuardScope {
+  explicit NanGuardScope(bool on = true);
+  ~NanGuardScope();
+  bool prev;
+};
+
+// ---- op registry ------------------------------------------------------------------------
+// Every differentiable op name registers itself (AD_REGISTER_OP in its .cpp); the gradient
+// audit compares this list with the ops its cases exercised, so an op without an audit
+// case fails the test suite.
+std::vector<std::string>& registered_ops();
+struct OpRegistration {
+  explicit OpRegistration(const char* name) { registered_ops().push_back(name); }
+};
+#define AD_CONCAT2(a, b) a##b
+#define AD_CONCAT(a, b) AD_CONCAT2(a, b)
+#define AD_REGISTER_OP(name) \
+  static ::ad::OpRegistration AD_CONCAT(ad_op_registration_, __LINE__)(name)
+
+// Audit hook: when set, called with the op name of every node that runs a backward.
+using BackwardObserver = void (*)(const char* op);
+void set_backward_observer(BackwardObserver obs);
+
+}  // namespace ad

@@ -1,0 +1,288 @@
+// Elementwise ops. Each op: forward formula, then its derivative right below it.
+#include <cmath>
+
+#include "autodiff/broadcast.hpp"
+#include "autodiff/ops.hpp"
+
+namespace ad {
+
+Broadcast broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
+  Broadcast bc;
+  if (a == b) {
+    bc.out = a;
+    bc.same = true;
+    return bc;
+  }
+  int nd = a.nd > b.nd ? a.nd : b.nd;
+  int64_t sa[kMaxDims], sb[kMaxDims];
+  contiguous_strides(a, sa);
+  contiguous_strides(b, sb);
+  bc.out.nd = nd;
+  for (int i = 0; i < nd; ++i) {
+    int ia = i - (nd - a.nd), ib = i - (nd - b.nd);  // right-aligned dims
+    int64_t da = ia >= 0 ? a.d[ia] : 1, db = ib >= 0 ? b.d[ib] : 1;
+    if (da != db && da != 1 && db != 1) shape_error(op, a, b, "shapes do not broadcast");
+    bc.out.d[i] = da == 1 ? db : da;
+    bc.stride_a[i] = (ia >= 0 && da != 1) ? sa[ia] : 0;
+    bc.stride_b[i] = (ib >= 0 && db != 1) ? sb[ib] : 0;
+  }
+  return bc;
+}
+
+static void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  if (a.dtype() != b.dtype())
+    fail(std::string(op) + ": dtypes differ (" + dtype_name(a.dtype()) + " " + a.shape().str() +
+         " and " + dtype_name(b.dtype()) + " " + b.shape().str() + ")");
+}
+
+// ---- binary ops with broadcasting ------------------------------------------------------
+// fwd(a, b) -> y;  bwd(a, b, g, ga_ref, gb_ref): adds the partials times g.
+template <class Fwd>
+static Tensor binary(const char* op, const Tensor& a, const Tensor& b, BackwardFn bw, Fwd fwd) {
+  check_same_dtype(op, a, b);
+  Broadcast bc = broadcast_shapes(op, a.shape(), b.shape());
+  Tensor out = make_result(op, bc.out, a.dtype(), {a, b}, bw);
+  dispatch(a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T *pa = a.data<T>(), *pb = b.data<T>();
+    T* y = out.data<T>();
+    for_each_broadcast(bc, [&](int64_t i, int64_t ia, int64_t ib) { y[i] = fwd(pa[ia], pb[ib]); });
+  });
+  return finish(out);
+}
+
+// dA(a, b, g) and dB(a, b, g): contributions to each input's gradient.
+template <class DA, class DB>
+static void binary_grad(Node& out, DA dA, DB dB) {
+  const Tensor &a = out.inputs[0], &b = out.inputs[1];
+  Broadcast bc = broadcast_shapes(out.op, a.shape(), b.shape());
+  dispatch(out.dtype, [&](auto z) {
+    using T = decltype(z);
+    const T *pa = a.data<T>(), *pb = b.data<T>(), *g = static_cast<const T*>(out.scratch);
+    T *ga = grad_of<T>(a), *gb = grad_of<T>(b);
+    for_each_broadcast(bc, [&](int64_t i, int64_t ia, int64_t ib) {
+      if (ga) ga[ia] += dA(pa[ia], pb[ib], g[i]);
+      if (gb) gb[ib] += dB(pa[ia], pb[ib], g[i]);
+    });
+  });
+}
+
+AD_REGISTER_OP("add");
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary("add", a, b,
+      [](Node& o) { binary_grad(o, [](auto, auto, auto g) { return g; }, [](auto, auto, auto g) { return g; }); },
+      [](auto x, auto y) { return x + y; });
+}
+
+AD_REGISTER_OP("sub");
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary("sub", a, b,
+      [](Node& o) { binary_grad(o, [](auto, auto, auto g) { return g; }, [](auto, auto, auto g) { return -g; }); },
+      [](auto x, auto y) { return x - y; });
+}
+
+AD_REGISTER_OP("mul");
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary("mul", a, b,
+      [](Node& o) { binary_grad(o, [](auto, auto y, auto g) { return g * y; }, [](auto x, auto, auto g) { return g * x; }); },
+      [](auto x, auto y) { return x * y; });
+}
+
+AD_REGISTER_OP("div");
+Tensor div(const Tensor& a, const Tensor& b) {
+  return binary("div", a, b,
+      // d(x/y)/dx = 1/y,  d(x/y)/dy = -x/y^2
+      [](Node& o) { binary_grad(o, [](auto, auto y, auto g) { return g / y; }, [](auto x, auto y, auto g) { return -g * x / (y * y); }); },
+      [](auto x, auto y) { return x / y; });
+}
+
+// ---- unary ops ---------------------------------------------------------------------------
+// fwd(x, s) -> y, with s = the op's scalar parameters (node.scalars).
+template <class Fwd>
+static Tensor unary(const char* op, const Tensor& x, BackwardFn bw, Fwd fwd, double s0 = 0, double s1 = 0) {
+  Tensor out = make_result(op, x.shape(), x.dtype(), {x}, bw);
+  out.node()->scalars[0] = s0;
+  out.node()->scalars[1] = s1;
+  const double* s = out.node()->scalars;
+  dispatch(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = x.data<T>();
+    T* y = out.data<T>();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) y[i] = fwd(px[i], s);
+  });
+  return finish(out);
+}
+
+// dx(x, y, g, s): gradient contribution for one element (x input, y output, g upstream).
+template <class DX>
+static void unary_grad(Node& out, DX dx) {
+  const Tensor& x = out.inputs[0];
+  dispatch(out.dtype, [&](auto z) {
+    using T = decltype(z);
+    T* gx = grad_of<T>(x);
+    if (!gx) return;
+    const T *px = x.data<T>(), *y = static_cast<const T*>(out.data), *g = static_cast<const T*>(out.scratch);
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) gx[i] += dx(px[i], y[i], g[i], out.scalars);
+  });
+}
+
+AD_REGISTER_OP("add_scalar");
+Tensor add_scalar(const Tensor& x, double c) {
+  return unary("add_scalar", x,
+      [](Node& o) { unary_grad(o, [](auto, auto, auto g, const double*) { return g; }); },
+      [](auto v, const double* s) { return v + (decltype(v))s[0]; }, c);
+}
+
+AD_REGISTER_OP("mul_scalar");
+Tensor mul_scalar(const Tensor& x, double c) {
+  return unary("mul_scalar", x,
+      [](Node& o) { unary_grad(o, [](auto, auto, auto g, const double* s) { return g * (decltype(g))s[0]; }); },
+      [](auto v, const double* s) { return v * (decltype(v))s[0]; }, c);
+}
+
+AD_REGISTER_OP("neg");
+Tensor neg(const Tensor& x) {
+  return unary("neg", x,
+      [](Node& o) { unary_grad(o, [](auto, auto, auto g, const double*) { return -g; }); },
+      [](auto v, const double*) { return -v; });
+}
+
+AD_REGISTER_OP("exp");
+Tensor exp(const Tensor& x) {
+  return unary("exp", x,
+      [](Node& o) { unary_grad(o, [](auto, auto y, auto g, const double*) { return g * y; }); },
+      [](auto v, const double*) { return std::exp(v); });
+}
+
+AD_REGISTER_OP("log");
+Tensor log(const Tensor& x) {
+  return unary("log", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double*) { return g / v; }); },
+      [](auto v, const double*) { return std::log(v); });
+}
+
+AD_REGISTER_OP("sqrt");
+Tensor sqrt(const Tensor& x) {
+  return unary("sqrt", x,
+      [](Node& o) { unary_grad(o, [](auto, auto y, auto g, const double*) { return g / (2 * y); }); },
+      [](auto v, const double*) { return std::sqrt(v); });
+}
+
+AD_REGISTER_OP("abs");
+Tensor abs(const Tensor& x) {
+  return unary("abs", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double*) { return v > 0 ? g : (v < 0 ? -g : 0 * g); }); },
+      [](auto v, const double*) { return std::abs(v); });
+}
+
+AD_REGISTER_OP("square");
+Tensor square(const Tensor& x) {
+  return unary("square", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double*) { return 2 * v * g; }); },
+      [](auto v, const double*) { return v * v; });
+}
+
+AD_REGISTER_OP("pow");
+Tensor pow(const Tensor& x, double p) {
+  return unary("pow", x,
+      // d x^p / dx = p x^(p-1)
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double* s) {
+        using T = decltype(v);
+        return g * (T)s[0] * (T)std::pow(v, (T)(s[0] - 1)); }); },
+      [](auto v, const double* s) { return (decltype(v))std::pow(v, (decltype(v))s[0]); }, p);
+}
+
+AD_REGISTER_OP("relu");
+Tensor relu(const Tensor& x) {
+  return unary("relu", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double*) { return v > 0 ? g : 0 * g; }); },
+      [](auto v, const double*) { return v > 0 ? v : 0 * v; });
+}
+
+AD_REGISTER_OP("gelu_tanh");
+Tensor gelu_tanh(const Tensor& x) {
+  // y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi)(x + 0.044715 x^3)
+  // dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi)(1 + 3 * 0.044715 x^2)
+  return unary("gelu_tanh", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double*) {
+        using T = decltype(v);
+        const T c = (T)0.7978845608028654, k = (T)0.044715;
+        T t = std::tanh(c * (v + k * v * v * v));
+        return g * ((T)0.5 * (1 + t) + (T)0.5 * v * (1 - t * t) * c * (1 + 3 * k * v * v)); }); },
+      [](auto v, const double*) {
+        using T = decltype(v);
+        const T c = (T)0.7978845608028654, k = (T)0.044715;
+        return (T)0.5 * v * (1 + std::tanh(c * (v + k * v * v * v))); });
+}
+
+AD_REGISTER_OP("gelu_erf");
+Tensor gelu_erf(const Tensor& x) {
+  // y = x Phi(x);  dy/dx = Phi(x) + x phi(x)
+  return unary("gelu_erf", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double*) {
+        using T = decltype(v);
+        T Phi = (T)0.5 * (1 + std::erf(v * (T)0.7071067811865476));
+        T phi = (T)0.3989422804014327 * std::exp(-(T)0.5 * v * v);
+        return g * (Phi + v * phi); }); },
+      [](auto v, const double*) {
+        using T = decltype(v);
+        return (T)0.5 * v * (1 + std::erf(v * (T)0.7071067811865476)); });
+}
+
+AD_REGISTER_OP("sigmoid");
+Tensor sigmoid(const Tensor& x) {
+  return unary("sigmoid", x,
+      [](Node& o) { unary_grad(o, [](auto, auto y, auto g, const double*) { return g * y * (1 - y); }); },
+      [](auto v, const double*) {
+        using T = decltype(v);  // split by sign so exp never overflows
+        if (v >= 0) return (T)1 / (1 + std::exp(-v));
+        T e = std::exp(v);
+        return e / (1 + e); });
+}
+
+AD_REGISTER_OP("tanh");
+Tensor tanh(const Tensor& x) {
+  return unary("tanh", x,
+      [](Node& o) { unary_grad(o, [](auto, auto y, auto g, const double*) { return g * (1 - y * y); }); },
+      [](auto v, const double*) { return std::tanh(v); });
+}
+
+AD_REGISTER_OP("clamp");
+Tensor clamp(const Tensor& x, double lo, double hi) {
+  if (lo > hi) fail("clamp: lo " + std::to_string(lo) + " > hi " + std::to_string(hi));
+  // Gradient passes where lo <= x <= hi (boundaries included, as in PyTorch).
+  return unary("clamp", x,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double* s) {
+        return (v >= (decltype(v))s[0] && v <= (decltype(v))s[1]) ? g : 0 * g; }); },
+      [](auto v, const double* s) {
+        using T = decltype(v);
+        return v < (T)s[0] ? (T)s[0] : (v > (T)s[1] ? (T)s[1] : v); }, lo, hi);
+}
+
+AD_REGISTER_OP("lower_leaky_hard_sigmoid");
+Tensor lower_leaky_hard_sigmoid(const Tensor& z, double alpha) {
+  // Forward: clamp(z, 0, 1). Backward (not the true derivative, by design -- METHODS 3.2):
+  //   0 < z <= 1: g;   z > 1: 0;   z <= 0: alpha g if g < 0 (only raises a dead CI), else 0.
+  return unary("lower_leaky_hard_sigmoid", z,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double* s) {
+        using T = decltype(v);
+        if (v > 0) return v <= 1 ? g : (T)0;
+        return g < 0 ? (T)s[0] * g : (T)0; }); },
+      [](auto v, const double*) {
+        using T = decltype(v);
+        return v < 0 ? (T)0 : (v > 1 ? (T)1 : v); }, alpha);
+}
+
+AD_REGISTER_OP("upper_leaky_hard_sigmoid");
+Tensor upper_leaky_hard_sigmoid(const Tensor& z, double alpha) {
+  // y = clamp(z, 0, 1) for z <= 1;  1 + alpha (z - 1) for z > 1.
+  return unary("upper_leaky_hard_sigmoid", z,
+      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double* s) {
+        using T = decltype(v);
+        return v > 1 ? (T)s[0] * g : (v > 0 ? g : (T)0); }); },
+      [](auto v, const double* s) {
+        using T = decltype(v);
+        return v > 1 ? 1 + (T)s[0] * (v - 1) : (v > 0 ? v : (T)0); }, alpha);
+}
+
+}  // namespace ad

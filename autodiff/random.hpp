@@ -1,0 +1,38 @@
+// Seeded, reproducible randomness: xoshiro256** seeded through splitmix64, with our own
+// uniform / normal / Bernoulli / permutation so results do not depend on the C++ library's
+// distribution implementations. Same seed -> bit-identical streams on every platform.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autodiff/tensor.hpp"
+
+namespace ad {
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0) { reseed(seed); }
+  void reseed(uint64_t seed);
+  uint64_t next_u64();
+  double uniform();                       // [0, 1), 53 random bits
+  double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
+  double normal();                        // standard normal (Box-Muller, both values used)
+  bool bernoulli(double p) { return uniform() < p; }
+  uint64_t below(uint64_t n);             // uniform integer in [0, n), unbiased
+  std::vector<int64_t> permutation(int64_t n);  // Fisher-Yates
+  // An independent stream derived from this one (for per-component or per-run streams).
+  Rng split() { return Rng(next_u64()); }
+
+ private:
+  uint64_t s_[4];
+  bool has_spare_ = false;
+  double spare_ = 0;
+};
+
+Tensor rand_uniform(const Shape& s, double lo, double hi, Rng& rng, DType t = DType::f32);
+Tensor rand_normal(const Shape& s, double mean, double std, Rng& rng, DType t = DType::f32);
+Tensor rand_bernoulli(const Shape& s, double p, Rng& rng, DType t = DType::f32);  // 0/1
+void fill_uniform(Tensor& x, double lo, double hi, Rng& rng);  // in place, no grad
+void fill_normal(Tensor& x, double mean, double std, Rng& rng);
+
+}  // namespace ad

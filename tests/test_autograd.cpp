@@ -1,0 +1,159 @@
+// Tape behaviour: order, accumulation, grad(), retain_graph, no-grad, NaN guard, memory.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "autodiff/gemm.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/random.hpp"
+
+using ad::Shape;
+using ad::Tensor;
+
+TEST_CASE("autodiff: 100,000-node chain runs backward and frees without recursion") {
+  Tensor x = ad::full({3}, 1.0, ad::DType::f64);
+  x.requires_grad_();
+  {
+    Tensor y = x;
+    for (int i = 0; i < 100000; ++i) y = ad::mul_scalar(y, 1.0 + 1e-6);
+    ad::backward(ad::sum(y));
+  }  // the chain is released here, iteratively
+  CHECK(x.grad().item(0) == doctest::Approx(std::pow(1.0 + 1e-6, 100000)).epsilon(1e-9));
+}
+
+TEST_CASE("autodiff: gradients accumulate across backward calls") {
+  Tensor x = ad::from_vector({1, 2, 3}, {3}, ad::DType::f64);
+  x.requires_grad_();
+  ad::backward(ad::sum(ad::square(x)));
+  ad::backward(ad::sum(ad::square(x)));
+  CHECK(x.grad().item(2) == doctest::Approx(12.0));  // 2 * (2 * 3)
+  x.zero_grad();
+  CHECK(x.grad().item(2) == 0.0);
+}
+
+TEST_CASE("autodiff: grad() w.r.t. intermediates leaves .grad untouched; retain_graph") {
+  Tensor x = ad::from_vector({0.5, -1.0}, {2}, ad::DType::f64);
+  x.requires_grad_();
+  Tensor h = ad::mul_scalar(x, 3.0);     // h = 3x
+  Tensor y = ad::sum(ad::square(h));     // y = sum h^2
+  auto g = ad::grad(y, {h, x});          // dy/dh = 2h, dy/dx = 18x
+  CHECK(g[0].item(0) == doctest::Approx(3.0));
+  CHECK(g[1].item(1) == doctest::Approx(-18.0));
+  CHECK_FALSE(x.grad().defined());
+  auto g2 = ad::grad(y, {x});            // the graph was retained: a second pass works
+  CHECK(g2[0].item(0) == doctest::Approx(9.0));
+  ad::backward(y);                       // frees the graph
+  CHECK_THROWS_AS(ad::backward(y), ad::Error);
+}
+
+TEST_CASE("autodiff: no-grad scope records nothing; detach cuts the graph") {
+  Tensor x = ad::ones({2}, ad::DType::f64);
+  x.requires_grad_();
+  {
+    ad::NoGradGuard ng;
+    CHECK_FALSE(ad::mul(x, x).requires_grad());
+  }
+  Tensor d = ad::detach(ad::mul(x, x));
+  CHECK_FALSE(d.requires_grad());
+  CHECK(ad::mul(d, x).requires_grad());
+}
+
+TEST_CASE("autodiff: lower-leaky backward follows METHODS 3.2 exactly") {
+  // z = [-0.5, -0.5, 0.5, 1.5, 1.0]; upstream g = [-2, 2, 3, 4, 5]
+  Tensor z = ad::from_vector({-0.5, -0.5, 0.5, 1.5, 1.0}, {5}, ad::DType::f64);
+  z.requires_grad_();
+  Tensor y = ad::lower_leaky_hard_sigmoid(z, 0.01);
+  CHECK(y.to_vector() == std::vector<double>{0, 0, 0.5, 1, 1});
+  ad::backward(y, ad::from_vector({-2, 2, 3, 4, 5}, {5}, ad::DType::f64));
+  // z<=0 and g<0 -> alpha g; z<=0 and g>0 -> 0; 0<z<=1 -> g; z>1 -> 0
+  CHECK(z.grad().to_vector() == std::vector<double>{-0.02, 0, 3, 0, 5});
+}
+
+TEST_CASE("autodiff: shape errors name the op and both shapes") {
+  Tensor a = ad::zeros({3, 4}), b = ad::zeros({5, 6});
+  try {
+    ad::matmul(a, b);
+    FAIL("no error");
+  } catch (const ad::Error& e) {
+    std::string m = e.what();
+    CHECK(m.find("matmul") != std::string::npos);
+    CHECK(m.find("[3, 4]") != std::string::npos);
+    CHECK(m.find("[5, 6]") != std::string::npos);
+  }
+  CHECK_THROWS_AS(ad::add(ad::zeros({3, 4}), ad::zeros({3, 5})), ad::Error);
+}
+
+TEST_CASE("autodiff: NaN guard names the first op producing a non-finite value") {
+  Tensor x = ad::from_vector({1.0, -1.0}, {2}, ad::DType::f64);
+  x.requires_grad_();
+  {
+    ad::NanGuardScope guard;
+    try {
+      ad::sqrt(ad::mul_scalar(x, 2.0));
+      FAIL("no error");
+    } catch (const ad::Error& e) {
+      CHECK(std::string(e.what()).find("'sqrt'") != std::string::npos);
+    }
+    // backward: d sqrt(u)/du at u = 0 is infinite
+    Tensor u = ad::from_vector({0.0, 1.0}, {2}, ad::DType::f64);
+    u.requires_grad_();
+    Tensor y = ad::sum(ad::sqrt(u));
+    try {
+      ad::backward(y);
+      FAIL("no error");
+    } catch (const ad::Error& e) {
+      CHECK(std::string(e.what()).find("backward of op 'sqrt'") != std::string::npos);
+    }
+  }
+  CHECK(std::isnan(ad::sqrt(x).item(1)));  // guard off again: no error
+}
+
+TEST_CASE("autodiff: a repeated step allocates nothing once warmed up") {
+  ad::Rng rng(3);
+  Tensor W = ad::rand_normal({17, 13}, 0, 0.1, rng);
+  Tensor b = ad::zeros({17});
+  W.requires_grad_();
+  b.requires_grad_();
+  Tensor x = ad::rand_normal({31, 13}, 0, 1, rng), t = ad::rand_normal({31, 17}, 0, 1, rng);
+  auto step = [&] {
+    Tensor loss = ad::mse_loss(ad::relu(ad::linear(x, W, b)), t);
+    ad::backward(loss);
+  };
+  step();
+  step();
+  uint64_t before = ad::pool_stats().heap_allocs;
+  for (int i = 0; i < 10; ++i) step();
+  CHECK(ad::pool_stats().heap_allocs == before);
+}
+
+TEST_CASE("autodiff: BLAS gemm matches the reference loop for every transpose") {
+  ad::Rng rng(5);
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb) {
+      const int M = 13, N = 7, K = 11;
+      std::vector<double> A(M * K), B(K * N), C1(M * N, 0.5), C2(M * N, 0.5);
+      for (auto& v : A) v = rng.normal();
+      for (auto& v : B) v = rng.normal();
+      ad::gemm(ta, tb, M, N, K, 1.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.0, C1.data(), N);
+      ad::gemm_reference<double>(ta, tb, M, N, K, 1.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.0, C2.data(), N);
+      for (int i = 0; i < M * N; ++i) CHECK(C1[i] == doctest::Approx(C2[i]).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("autodiff: same seed gives bit-identical random streams") {
+  ad::Rng a(42), b(42), c(43);
+  Tensor x = ad::rand_normal({100}, 0, 1, a), y = ad::rand_normal({100}, 0, 1, b), z = ad::rand_normal({100}, 0, 1, c);
+  CHECK(x.to_vector() == y.to_vector());
+  CHECK(x.to_vector() != z.to_vector());
+  ad::Rng r(7);
+  double m = 0, v = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) { double s = r.normal(); m += s; v += s * s; }
+  CHECK(std::abs(m / n) < 0.01);
+  CHECK(std::abs(v / n - 1) < 0.02);
+  auto p = r.permutation(10);
+  std::vector<int64_t> sorted = p;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 10; ++i) CHECK(sorted[i] == i);
+}
