@@ -11,7 +11,10 @@ CXX      ?= g++
 ARCH     ?= -mavx2 -mfma
 OPT      ?= -O2
 CXXFLAGS ?= $(OPT) $(ARCH) -g
-CXXFLAGS += -std=c++17 -Wall -Wextra -I. -MMD -MP
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# Appended even when CXXFLAGS is given on the command line.
+ALL_CXXFLAGS = $(CXXFLAGS) $(EXTRA_FLAGS) -std=c++17 -Wall -Wextra -I. -MMD -MP
+ALL_LDFLAGS  = $(LDFLAGS) $(EXTRA_FLAGS)
 LDLIBS   += -lopenblas -lpthread
 
 LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp experiments/*.cpp experiments/*/*.cpp))
@@ -33,13 +36,13 @@ deps-torch:
 
 $(BUILD)/%.o: %.cpp | $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -c $< -o $@
+	$(CXX) $(ALL_CXXFLAGS) -c $< -o $@
 
 $(BUILD)/pd: $(LIB_OBJ) $(BUILD)/experiments/pd_main.o
-	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+	$(CXX) $(ALL_CXXFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(LDLIBS)
 
 $(BUILD)/pd_tests: $(LIB_OBJ) $(TEST_OBJ)
-	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDFLAGS) $(LDLIBS)
+	$(CXX) $(ALL_CXXFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(LDLIBS)
 
 # TEST_ARGS passes doctest options, e.g. make test TEST_ARGS='-tc="*matmul*"'
 test: all
@@ -54,9 +57,7 @@ bench: $(BUILD)/pd
 
 # Sanitizer build: ASan+UBSan, -O1 so it stays fast enough to run the full suite.
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 \
-	  CXXFLAGS_EXTRA= CXXFLAGS="-O1 $(ARCH) -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" all
+	$(MAKE) BUILD=build-san OPT=-O1 EXTRA_FLAGS="$(SANFLAGS)" all
 	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 build-san/pd_tests $(TEST_ARGS)
 
 clean:
