@@ -1,0 +1,83 @@
+// build/pd bounds [--quick] [--out DIR] [--seed N]
+//   Runs every superposition-bound check (interference, circuits in superposition, capacity,
+//   U-AND, TMS sparsity sweep), prints the table and writes DIR/bounds.{json,csv} + PNG plots.
+// build/pd bounds rotation --D 1000 --T 557 --S 6 --L 5 --z 2 [--seed N] [--trials N] [--alpha A]
+//   Builds one rotation-circuit construction and prints per-layer measured vs predicted errors.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "experiments/bounds/circuits.hpp"
+#include "experiments/bounds/interference.hpp"
+#include "experiments/bounds/report.hpp"
+#include "experiments/cli.hpp"
+
+namespace {
+
+int cmd_rotation(int argc, char** argv) {
+  pd::bounds::CircuitConfig cfg;
+  CLI::App app{"one rotation-circuit construction: per-layer measured vs predicted MSE", "bounds rotation"};
+  app.add_option("--D", cfg.D, "large-network width (multiple of 4)")->capture_default_str();
+  app.add_option("--T", cfg.T, "number of circuits")->capture_default_str();
+  app.add_option("--S", cfg.S, "copies per small neuron")->capture_default_str();
+  app.add_option("--L", cfg.L, "layers")->capture_default_str();
+  app.add_option("--z", cfg.z, "active circuits per forward pass")->capture_default_str();
+  app.add_option("--alpha", cfg.alpha, "offset alpha of the stored x + alpha(1,1)")->capture_default_str();
+  app.add_option("--beta", cfg.beta, "threshold on the x pair: p' = ReLU(Rx + alpha on + beta on - beta)")->capture_default_str();
+  app.add_option("--trials", cfg.trials, "forward passes (random active sets)")->capture_default_str();
+  app.add_option("--seed", cfg.seed, "seed")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  const auto r = pd::bounds::run_rotation(cfg);
+  std::fputs(pd::bounds::format_rotation(r).c_str(), stdout);
+  return 0;
+}
+
+int cmd_bounds(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "rotation") == 0) return cmd_rotation(argc - 1, argv + 1);
+  bool quick = false;
+  std::string out = "runs/bounds";
+  std::uint64_t seed = 1;
+  std::string only;
+  CLI::App app{"superposition-bound checks: predicted vs measured (subcommand: rotation)", "bounds"};
+  app.add_flag("--quick", quick, "small sizes (< 5 minutes on 2 cores)");
+  app.add_option("--out", out, "output directory")->capture_default_str();
+  app.add_option("--seed", seed, "seed")->capture_default_str();
+  app.add_option("--only", only, "run one group: interference, circuits, uand, tms");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  std::filesystem::create_directories(out);
+  std::vector<pd::bounds::CheckRow> rows;
+  auto timed = [&](const char* name, auto&& fn) {
+    if (!only.empty() && only != name) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "[bounds] %s done in %.1f s\n", name, s);
+  };
+  timed("interference", [&] { pd::bounds::run_interference(quick, seed, out, rows); });
+  timed("circuits", [&] { pd::bounds::run_circuits(quick, seed, out, rows); });
+  pd::bounds::write_table_json(out + "/bounds.json", rows);
+  pd::bounds::write_table_csv(out + "/bounds.csv", rows);
+  std::fputs(pd::bounds::format_table(rows).c_str(), stdout);
+  int held = 0;
+  for (const auto& r : rows) held += r.held();
+  std::printf("\n%d of %zu predictions held; table in %s/bounds.{json,csv}, plots in %s/*.png\n", held, rows.size(),
+              out.c_str(), out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+PD_COMMAND(bounds, "superposition-bound checks: theory vs measurement (bounds rotation: one construction)", cmd_bounds);

@@ -1,0 +1,210 @@
+#include "experiments/bounds/report.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+namespace pd::bounds {
+
+const char* kind_name(CheckKind k) {
+  switch (k) {
+    case CheckKind::Ratio: return "ratio";
+    case CheckKind::Bound: return "bound";
+    case CheckKind::Slope: return "slope";
+    case CheckKind::Below: return "below";
+  }
+  return "?";
+}
+
+double CheckRow::compare() const {
+  if (kind == CheckKind::Slope) return measured - predicted;
+  return predicted != 0.0 ? measured / predicted : std::nan("");
+}
+
+bool CheckRow::held() const {
+  if (!std::isfinite(measured) || !std::isfinite(predicted)) return false;
+  switch (kind) {
+    case CheckKind::Ratio: {
+      if (predicted <= 0.0) return false;
+      const double r = measured / predicted;
+      return r >= 1.0 / tol && r <= tol;
+    }
+    case CheckKind::Bound: return measured <= tol * predicted;
+    case CheckKind::Slope: return std::fabs(measured - predicted) <= tol;
+    case CheckKind::Below: return measured <= predicted;
+  }
+  return false;
+}
+
+LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y, const std::string& what) {
+  if (x.size() != y.size() || x.size() < 2)
+    throw std::runtime_error("fit_loglog(" + what + "): need >= 2 paired points, got " +
+                             std::to_string(x.size()) + " x and " + std::to_string(y.size()) + " y");
+  const double n = static_cast<double>(x.size());
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  std::vector<double> lx(x.size()), ly(y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!(x[i] > 0) || !(y[i] > 0))
+      throw std::runtime_error("fit_loglog(" + what + "): non-positive value at point " + std::to_string(i));
+    lx[i] = std::log(x[i]);
+    ly[i] = std::log(y[i]);
+    sx += lx[i], sy += ly[i], sxx += lx[i] * lx[i], sxy += lx[i] * ly[i];
+  }
+  const double denom = n * sxx - sx * sx;
+  if (std::fabs(denom) < 1e-300) throw std::runtime_error("fit_loglog(" + what + "): all x equal");
+  LogLogFit f;
+  f.slope = (n * sxy - sx * sy) / denom;
+  f.intercept = (sy - f.slope * sx) / n;
+  double ss_res = 0, ss_tot = 0;
+  const double mean_y = sy / n;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double r = ly[i] - (f.intercept + f.slope * lx[i]);
+    ss_res += r * r;
+    ss_tot += (ly[i] - mean_y) * (ly[i] - mean_y);
+  }
+  f.r2 = ss_tot > 0 ? 1.0 - ss_res / ss_tot : 1.0;
+  return f;
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot open " + tmp + " for writing");
+    out << contents;
+    out.flush();
+    if (!out) throw std::runtime_error("write failed: " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot rename " + tmp + " -> " + path);
+}
+
+void write_table_json(const std::string& path, const std::vector<CheckRow>& rows) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& r : rows) {
+    nlohmann::json j;
+    j["check"] = r.check;
+    j["quantity"] = r.quantity;
+    j["params"] = r.params;
+    j["kind"] = kind_name(r.kind);
+    j["measured"] = r.measured;
+    j["predicted"] = r.predicted;
+    if (r.kind == CheckKind::Slope)
+      j["slope_minus_predicted"] = r.compare();
+    else
+      j["ratio"] = r.compare();
+    j["tolerance"] = r.tol;
+    j["held"] = r.held();
+    j["verdict"] = r.held() ? "held" : "broken";
+    j["note"] = r.note;
+    arr.push_back(j);
+  }
+  write_file_atomic(path, arr.dump(2) + "\n");
+}
+
+static std::string csv_escape(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += (c == '"') ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+void write_table_csv(const std::string& path, const std::vector<CheckRow>& rows) {
+  std::ostringstream os;
+  os.precision(6);
+  os << "check,quantity,params,kind,measured,predicted,ratio_or_slope_diff,tolerance,verdict,note\n";
+  for (const auto& r : rows)
+    os << csv_escape(r.check) << ',' << csv_escape(r.quantity) << ',' << csv_escape(r.params) << ','
+       << kind_name(r.kind) << ',' << r.measured << ',' << r.predicted << ',' << r.compare() << ',' << r.tol
+       << ',' << (r.held() ? "held" : "broken") << ',' << csv_escape(r.note) << '\n';
+  write_file_atomic(path, os.str());
+}
+
+std::string format_table(const std::vector<CheckRow>& rows) {
+  std::ostringstream os;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%-12s %-34s %-36s %-5s %11s %11s %9s %6s  %s\n", "check", "quantity", "params",
+                "kind", "measured", "predicted", "ratio/dif", "tol", "verdict");
+  os << buf;
+  for (const auto& r : rows) {
+    std::snprintf(buf, sizeof buf, "%-12s %-34s %-36s %-5s %11.4g %11.4g %9.3g %6.3g  %s\n", r.check.c_str(),
+                  r.quantity.c_str(), r.params.c_str(), kind_name(r.kind), r.measured, r.predicted, r.compare(),
+                  r.tol, r.held() ? "held" : "BROKEN");
+    os << buf;
+  }
+  return os.str();
+}
+
+PlotSeries fit_line(const std::string& title, const LogLogFit& fit, double x_min, double x_max) {
+  PlotSeries s;
+  s.title = title;
+  s.line = true;
+  const int n = 20;
+  for (int i = 0; i < n; ++i) {
+    const double lx = std::log(x_min) + (std::log(x_max) - std::log(x_min)) * i / (n - 1);
+    s.x.push_back(std::exp(lx));
+    s.y.push_back(std::exp(fit.intercept + fit.slope * lx));
+  }
+  return s;
+}
+
+static bool have_gnuplot() {
+  static int cached = -1;
+  if (cached < 0) cached = std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 1 : 0;
+  return cached == 1;
+}
+
+static std::string gp_quote(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return "\"" + out + "\"";
+}
+
+bool plot_xy(const std::string& dir, const std::string& name, const std::string& title, const std::string& xlabel,
+             const std::string& ylabel, const std::vector<PlotSeries>& series, bool logx, bool logy) {
+  const std::string dat = dir + "/" + name + ".dat", gp = dir + "/" + name + ".gp", png = dir + "/" + name + ".png";
+  std::ostringstream d;
+  d.precision(10);
+  for (size_t s = 0; s < series.size(); ++s) {
+    d << "# " << series[s].title << "\n";
+    for (size_t i = 0; i < series[s].x.size(); ++i) d << series[s].x[i] << ' ' << series[s].y[i] << '\n';
+    d << "\n\n";  // gnuplot index separator
+  }
+  write_file_atomic(dat, d.str());
+  std::ostringstream g;
+  g << "set terminal pngcairo size 900,600 enhanced font 'Sans,11'\n"
+    << "set output " << gp_quote(png) << "\n"
+    << "set title " << gp_quote(title) << " noenhanced\n"
+    << "set xlabel " << gp_quote(xlabel) << " noenhanced\nset ylabel " << gp_quote(ylabel) << " noenhanced\n"
+    << "set key left top noenhanced\nset grid\n";
+  if (logx) g << "set logscale x\n";
+  if (logy) g << "set logscale y\n";
+  g << "plot ";
+  for (size_t s = 0; s < series.size(); ++s) {
+    if (s) g << ", \\\n     ";
+    g << gp_quote(dat) << " index " << s << " using 1:2 with "
+      << (series[s].line ? "lines lw 2" : "linespoints pt 7 ps 1.2") << " title " << gp_quote(series[s].title);
+  }
+  g << "\n";
+  write_file_atomic(gp, g.str());
+  if (!have_gnuplot()) {
+    std::fprintf(stderr, "warning: gnuplot not found; skipped %s (data and script written)\n", png.c_str());
+    return false;
+  }
+  const std::string cmd = "gnuplot " + gp_quote(gp) + " 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "warning: gnuplot failed on %s; PNG skipped\n", gp.c_str());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace pd::bounds
