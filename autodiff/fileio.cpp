@@ -1,0 +1,75 @@
+#include "autodiff/fileio.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "autodiff/tensor.hpp"
+
+namespace ad {
+
+static std::string errno_text() { return std::strerror(errno); }
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  if (path.empty()) fail("write_file_atomic: empty path");
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp = path + ".tmp." + std::to_string((long)getpid()) + "." + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot write '" + path + "': creating temporary file '" + tmp + "' failed: " + errno_text());
+  auto abort_write = [&](const std::string& what) {
+    const std::string err = errno_text();
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("cannot write '" + path + "': " + what + ": " + err + " (previous file, if any, left unchanged)");
+  };
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      abort_write("write failed after " + std::to_string(size - left) + " of " + std::to_string(size) + " bytes");
+    }
+    p += n;
+    left -= (size_t)n;
+  }
+  if (::fsync(fd) != 0) abort_write("fsync failed");
+  if (::close(fd) != 0) {
+    const std::string err = errno_text();
+    ::unlink(tmp.c_str());
+    fail("cannot write '" + path + "': close failed: " + err);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string err = errno_text();
+    ::unlink(tmp.c_str());
+    fail("cannot write '" + path + "': rename from '" + tmp + "' failed: " + err);
+  }
+  // Make the rename itself durable. Failure to open the directory is not an error: the
+  // data is complete and in place either way.
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::string read_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) fail("cannot open '" + path + "': " + errno_text());
+  std::string out;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  const bool bad = std::ferror(f);
+  std::fclose(f);
+  if (bad) fail("error reading '" + path + "'");
+  return out;
+}
+
+}  // namespace ad

@@ -1,0 +1,21 @@
+// Whole-file reads and atomic whole-file writes.
+//
+// write_file_atomic writes to a temporary file in the target's directory (name
+// "<target>.tmp.<pid>.<n>", never the target itself), flushes and fsyncs it, renames it over
+// the target and fsyncs the directory. A failure at any point removes the temporary file and
+// throws ad::Error; the previous target file, if any, is left untouched. A process killed
+// mid-write can leave a stray "*.tmp.*" file but never a half-written target.
+#pragma once
+#include <cstddef>
+#include <string>
+
+namespace ad {
+
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+inline void write_file_atomic(const std::string& path, const std::string& bytes) {
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+// The whole file; throws ad::Error naming the file when it cannot be opened or read.
+std::string read_file(const std::string& path);
+
+}  // namespace ad
