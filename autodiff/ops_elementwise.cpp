@@ -1,4 +1,5 @@
 // Elementwise ops. Each op: forward formula, then its derivative right below it.
+#include <algorithm>
 #include <cmath>
 
 #include "autodiff/broadcast.hpp"
@@ -283,6 +284,105 @@ Tensor upper_leaky_hard_sigmoid(const Tensor& z, double alpha) {
       [](auto v, const double* s) {
         using T = decltype(v);
         return v > 1 ? 1 + (T)s[0] * (v - 1) : (v > 0 ? v : (T)0); }, alpha);
+}
+
+// ---- where -------------------------------------------------------------------------------
+// cond, a, b: broadcast together to the output shape; y = cond != 0 ? a : b.
+// da += g where cond != 0, db += g where cond == 0 (summed over broadcast dims by the walk);
+// cond gets no gradient: it is kept in saved[0], not recorded as an input. cond may have any
+// dtype (a float mask next to float64 inputs is fine).
+namespace {
+struct WherePlan {
+  Shape out;
+  int64_t stride[3][kMaxDims] = {{0}};  // cond, a, b element strides aligned to out
+};
+WherePlan where_plan(const Shape& c, const Shape& a, const Shape& b) {
+  WherePlan p;
+  const Shape* s[3] = {&c, &a, &b};
+  int nd = std::max(c.nd, std::max(a.nd, b.nd));
+  p.out.nd = nd;
+  for (int i = 0; i < nd; ++i) {
+    int64_t d = 1;
+    for (int k = 0; k < 3; ++k) {
+      int j = i - (nd - s[k]->nd);
+      int64_t dk = j >= 0 ? s[k]->d[j] : 1;
+      if (dk != 1) {
+        if (d != 1 && d != dk)
+          fail("where: shapes do not broadcast (cond " + c.str() + ", a " + a.str() + ", b " + b.str() + ")");
+        d = dk;
+      }
+    }
+    p.out.d[i] = d;
+  }
+  for (int k = 0; k < 3; ++k) {
+    int64_t st[kMaxDims];
+    contiguous_strides(*s[k], st);
+    for (int i = 0; i < nd; ++i) {
+      int j = i - (nd - s[k]->nd);
+      p.stride[k][i] = (j >= 0 && s[k]->d[j] != 1) ? st[j] : 0;
+    }
+  }
+  return p;
+}
+// f(i_out, i_cond, i_a, i_b) for every output element in row-major order.
+template <class F>
+void for_each_where(const WherePlan& p, F&& f) {
+  const int nd = p.out.nd;
+  const int64_t n = p.out.numel();
+  if (n == 0) return;
+  int64_t idx[kMaxDims] = {0}, off[3] = {0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    f(i, off[0], off[1], off[2]);
+    for (int d = nd - 1; d >= 0; --d) {
+      for (int k = 0; k < 3; ++k) off[k] += p.stride[k][d];
+      if (++idx[d] < p.out.d[d]) break;
+      for (int k = 0; k < 3; ++k) off[k] -= p.stride[k][d] * p.out.d[d];
+      idx[d] = 0;
+    }
+  }
+}
+// cond as a 0/1 byte per cond element, whatever its dtype.
+template <class F>
+void with_cond(const Tensor& c, F&& f) {
+  dispatch(c.dtype(), [&](auto z) {
+    using C = decltype(z);
+    const C* pc = c.data<C>();
+    f([pc](int64_t i) { return pc[i] != 0; });
+  });
+}
+}  // namespace
+
+AD_REGISTER_OP("where");
+static void where_backward(Node& o) {
+  const Tensor &a = o.inputs[0], &b = o.inputs[1], &c = o.saved[0];
+  WherePlan p = where_plan(c.shape(), a.shape(), b.shape());
+  dispatch(o.dtype, [&](auto z) {
+    using T = decltype(z);
+    T *ga = grad_of<T>(a), *gb = grad_of<T>(b);
+    const T* g = static_cast<const T*>(o.scratch);
+    with_cond(c, [&](auto take_a) {
+      for_each_where(p, [&](int64_t i, int64_t ic, int64_t ia, int64_t ib) {
+        if (take_a(ic)) { if (ga) ga[ia] += g[i]; }
+        else if (gb) gb[ib] += g[i];
+      });
+    });
+  });
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_same_dtype("where", a, b);
+  WherePlan p = where_plan(cond.shape(), a.shape(), b.shape());
+  Tensor out = make_result("where", p.out, a.dtype(), {a, b}, where_backward);
+  dispatch(a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T *pa = a.data<T>(), *pb = b.data<T>();
+    T* y = out.data<T>();
+    with_cond(cond, [&](auto take_a) {
+      for_each_where(p, [&](int64_t i, int64_t ic, int64_t ia, int64_t ib) { y[i] = take_a(ic) ? pa[ia] : pb[ib]; });
+    });
+  });
+  if (out.requires_grad()) out.node()->saved[0] = detach(cond);
+  return finish(out);
 }
 
 }  // namespace ad

@@ -1,4 +1,9 @@
 // Reductions. sum is the primitive; mean is sum scaled.
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+
 #include "autodiff/broadcast.hpp"
 #include "autodiff/ops.hpp"
 
@@ -97,5 +102,99 @@ Tensor mean(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
 }
 
 Tensor mean(const Tensor& x) { return mul_scalar(sum(x), 1.0 / (double)(x.numel() ? x.numel() : 1)); }
+
+// ---- max over an axis ---------------------------------------------------------------------------
+// x viewed as [outer, n, inner] around `axis` -> y: [outer, inner] (a size-1 axis kept with
+// keepdim). y = max_j x_j; the gradient goes to the FIRST index attaining the max (as in
+// PyTorch's max(dim)): dx_{argmax} += g. The argmax offsets (0..n-1) are stored in the node's
+// index buffer. A NaN in a row is the row's max (NaN propagates, like torch.max).
+AD_REGISTER_OP("max");
+static void max_backward(Node& o) {
+  const Tensor& x = o.inputs[0];
+  const int64_t n = o.ints[0], inner = o.ints[1], rows = o.index_count;
+  dispatch(o.dtype, [&](auto z) {
+    using T = decltype(z);
+    T* gx = grad_of<T>(x);
+    if (!gx) return;
+    const T* g = static_cast<const T*>(o.scratch);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t outer_i = r / inner, inner_i = r % inner;
+      gx[(outer_i * n + o.index_data[r]) * inner + inner_i] += g[r];
+    }
+  });
+}
+
+Tensor max(const Tensor& x, int axis, bool keepdim) {
+  const int ax = normalize_axis("max", axis, x.dim());
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < ax; ++i) outer *= x.size(i);
+  for (int i = ax + 1; i < x.dim(); ++i) inner *= x.size(i);
+  const int64_t n = x.size(ax), rows = outer * inner;
+  if (n == 0) fail("max: axis " + std::to_string(axis) + " of " + x.shape().str() + " is empty");
+  if (n > INT32_MAX) fail("max: axis too long for the int32 argmax buffer");
+  ReducePlan p = reduce_plan("max", x.shape(), {ax}, keepdim);
+  Tensor out = make_result("max", p.out, x.dtype(), {x}, max_backward);
+  Node* nd = out.node();
+  nd->ints[0] = n;
+  nd->ints[1] = inner;
+  nd->index_count = rows;
+  int32_t* arg = static_cast<int32_t*>(pool_alloc((size_t)rows * 4));
+  dispatch(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = x.data<T>();
+    T* y = out.data<T>();
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t i = 0; i < inner; ++i) {
+        const T* base = px + o * n * inner + i;
+        T best = base[0];
+        int32_t bj = 0;
+        for (int64_t j = 1; j < n && !std::isnan(best); ++j) {
+          const T v = base[j * inner];
+          if (v > best || std::isnan(v)) { best = v; bj = (int32_t)j; }
+        }
+        y[o * inner + i] = best;
+        arg[o * inner + i] = bj;
+      }
+  });
+  if (out.requires_grad()) {
+    nd->saved_index_buf = arg;
+    nd->index_data = arg;
+  } else {
+    pool_free(arg, (size_t)rows * 4);
+  }
+  return finish(out);
+}
+
+// ---- topk_mask (not differentiable) ---------------------------------------------------------------
+// x: any shape -> same shape and dtype, 1 at the k largest entries over the WHOLE tensor
+// (APD's batch top-k over [B, C]), 0 elsewhere. Ties go to the lower flat index, so the
+// result is deterministic. O(n) average via nth_element on a pooled index buffer.
+Tensor topk_mask(const Tensor& x, int64_t k) {
+  const int64_t n = x.numel();
+  if (k < 0 || k > n)
+    fail("topk_mask: k = " + std::to_string(k) + " is outside [0, " + std::to_string(n) + "] for x " + x.shape().str());
+  Tensor out = zeros(x.shape(), x.dtype());  // a plain leaf: never requires a gradient
+  if (k == 0) return out;
+  dispatch(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* px = x.data<T>();
+    for (int64_t i = 0; i < n; ++i)
+      if (std::isnan(px[i]))
+        fail("topk_mask: x " + x.shape().str() + " has a NaN at flat index " + std::to_string(i) + " (no order)");
+    T* y = out.data<T>();
+    if (k == n) {
+      for (int64_t i = 0; i < n; ++i) y[i] = 1;
+      return;
+    }
+    int64_t* idx = static_cast<int64_t*>(pool_alloc((size_t)n * sizeof(int64_t)));
+    for (int64_t i = 0; i < n; ++i) idx[i] = i;
+    // "a before b" = a is larger, or equal with the lower index: a strict total order.
+    auto before = [px](int64_t a, int64_t b) { return px[a] > px[b] || (px[a] == px[b] && a < b); };
+    std::nth_element(idx, idx + (k - 1), idx + n, before);
+    for (int64_t i = 0; i < k; ++i) y[idx[i]] = 1;
+    pool_free(idx, (size_t)n * sizeof(int64_t));
+  });
+  return out;
+}
 
 }  // namespace ad

@@ -165,3 +165,34 @@ AUDIT_CASE("cross_entropy and kl_divergence") {
   CHECK_GRADIENTS([](const In& v) { return ad::kl_divergence(v[1], ad::add(ad::linear(v[1], v[0]), ad::linear(v[1], v[0]))); },
                   In({W, xc}));
 }
+
+AUDIT_CASE("where with broadcasting") {
+  ad::Rng rng(29);
+  Tensor a = audit::input({3, 1, 5}, rng), b = audit::input({4, 1}, rng), full = audit::input({3, 4, 5}, rng);
+  Tensor cond = ad::rand_bernoulli({4, 5}, 0.5, rng, ad::DType::f64);
+  Tensor cond32 = ad::rand_bernoulli({3, 4, 5}, 0.5, rng, ad::DType::f32);  // a float32 mask
+  CHECK_GRADIENTS([cond](const In& v) { return ad::where(cond, v[0], v[1]); }, In({a, b}));
+  CHECK_GRADIENTS([cond32](const In& v) { return ad::where(cond32, v[0], v[1]); }, In({full, b}));
+  Tensor c1 = ad::from_vector({1, 0, 2, 0, -1}, {5}, ad::DType::f64);  // nonzero (even -1) takes a
+  CHECK_GRADIENTS([c1](const In& v) { return ad::where(c1, v[0], v[0]); }, In({full}));
+  // a diamond: where(x > 0, x, 0.1 x) built from x twice (leaky relu)
+  CHECK_GRADIENTS([](const In& v) {
+    Tensor pos = ad::relu(ad::detach(ad::mul_scalar(v[0], 1e9)));  // >0 exactly where x > 0
+    return ad::mul(ad::where(pos, v[0], ad::mul_scalar(v[0], 0.1)), v[0]);
+  }, In({full}));
+}
+
+AUDIT_CASE("max over an axis") {
+  ad::Rng rng(30);
+  Tensor x = audit::input({3, 7, 2}, rng);  // continuous values: no ties, so max is smooth
+  for (int axis : {0, 1, -1})
+    for (bool keep : {false, true})
+      CHECK_GRADIENTS([axis, keep](const In& v) { return ad::max(v[0], axis, keep); }, In({x}));
+  Tensor one = audit::input({1, 5}, rng);
+  CHECK_GRADIENTS([](const In& v) { return ad::max(v[0], 0); }, In({one}));
+  // stable log-sum-exp built from max: a diamond through x
+  CHECK_GRADIENTS([](const In& v) {
+    Tensor m = ad::max(v[0], 1, true);
+    return ad::add(ad::log(ad::sum(ad::exp(ad::sub(v[0], m)), {1})), ad::reshape(m, {3, 2}));
+  }, In({x}));
+}

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <functional>
 #include <limits>
 #include <string>
@@ -316,4 +317,55 @@ TEST_CASE("autodiff: a repeated transformer-style step allocates nothing once wa
   uint64_t before = ad::pool_stats().heap_allocs;
   for (int i = 0; i < 5; ++i) step();
   CHECK(ad::pool_stats().heap_allocs == before);
+}
+
+TEST_CASE("autodiff: where, max and topk_mask values and rules") {
+  Tensor a = ad::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}, ad::DType::f64), b = ad::full({1}, -1.0, ad::DType::f64);
+  Tensor c = ad::from_vector({1, 0, 1}, {3}, ad::DType::f32);
+  a.requires_grad_();
+  b.requires_grad_();
+  Tensor w = ad::where(c, a, b);
+  CHECK(w.to_vector() == std::vector<double>{1, -1, 3, 4, -1, 6});
+  ad::backward(ad::sum(w));
+  CHECK(a.grad().to_vector() == std::vector<double>{1, 0, 1, 1, 0, 1});
+  CHECK(b.grad().item() == 2.0);  // broadcast b collects both rows' middle entries
+
+  // max: ties send the whole gradient to the FIRST argmax
+  Tensor x = ad::from_vector({2, 5, 5, 1, 7, 7, 7, 0}, {2, 4}, ad::DType::f64);
+  x.requires_grad_();
+  Tensor m = ad::max(x, 1);
+  CHECK(m.shape() == Shape{2});
+  CHECK(m.to_vector() == std::vector<double>{5, 7});
+  ad::backward(m, ad::from_vector({10, 20}, {2}, ad::DType::f64));
+  CHECK(x.grad().to_vector() == std::vector<double>{0, 10, 0, 0, 20, 0, 0, 0});
+  Tensor m0 = ad::max(x, 0, true);
+  CHECK(m0.shape() == Shape{1, 4});
+  CHECK(m0.to_vector() == std::vector<double>{7, 7, 7, 1});
+
+  // topk_mask over the whole tensor, ties to the lower flat index, never a gradient
+  Tensor s = ad::from_vector({0.5, 0.9, 0.1, 0.9, 0.7, 0.9}, {2, 3}, ad::DType::f64);
+  s.requires_grad_();
+  Tensor k2 = ad::topk_mask(s, 2);
+  CHECK_FALSE(k2.requires_grad());
+  CHECK(k2.to_vector() == std::vector<double>{0, 1, 0, 1, 0, 0});
+  CHECK(ad::topk_mask(s, 4).to_vector() == std::vector<double>{0, 1, 0, 1, 1, 1});
+  CHECK(ad::topk_mask(s, 0).to_vector() == std::vector<double>(6, 0.0));
+  CHECK(ad::topk_mask(s, 6).to_vector() == std::vector<double>(6, 1.0));
+  CHECK_THROWS_AS(ad::topk_mask(s, 7), ad::Error);
+  // a large random case against a full sort
+  ad::Rng rng(8);
+  Tensor r = ad::rand_normal({37, 29}, 0, 1, rng);
+  Tensor mask = ad::topk_mask(r, 101);
+  std::vector<double> vals = r.to_vector();
+  std::vector<double> sorted = vals;
+  std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+  double count = 0;
+  for (size_t i = 0; i < vals.size(); ++i) {
+    count += mask.item((int64_t)i);
+    if (mask.item((int64_t)i) == 1) CHECK(vals[i] >= sorted[100]);
+    else CHECK(vals[i] < sorted[100]);
+  }
+  CHECK(count == 101);
+  Tensor bad = ad::from_vector({1, NAN}, {2});
+  CHECK_THROWS_AS(ad::topk_mask(bad, 1), ad::Error);
 }
