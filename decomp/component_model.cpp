@@ -1,0 +1,331 @@
+#include "decomp/component_model.hpp"
+
+#include <cmath>
+
+namespace decomp {
+
+using ad::Tensor;
+
+CIType parse_ci_type(const std::string& s) {
+  if (s == "mlp") return CIType::mlp;
+  if (s == "vector_mlp") return CIType::vector_mlp;
+  if (s == "shared_mlp") return CIType::shared_mlp;
+  ad::fail("unknown CI function type '" + s + "' (expected mlp, vector_mlp or shared_mlp)");
+}
+const char* ci_type_name(CIType t) {
+  switch (t) {
+    case CIType::mlp: return "mlp";
+    case CIType::vector_mlp: return "vector_mlp";
+    default: return "shared_mlp";
+  }
+}
+
+static Tensor leaf_normal(const ad::Shape& s, double std, ad::DType dt, ad::Rng& rng) {
+  Tensor t = ad::rand_normal(s, 0.0, std, rng, dt);
+  t.requires_grad_(true);
+  return t;
+}
+static Tensor leaf_zeros(const ad::Shape& s, ad::DType dt) {
+  Tensor t = ad::zeros(s, dt);
+  t.requires_grad_(true);
+  return t;
+}
+
+// ---- per-layer CI functions ------------------------------------------------------------------
+void CIFunction::init(CIType t, const std::vector<int64_t>& hidden_sizes, int64_t d_in, int64_t C,
+                      ad::DType dt, ad::Rng& rng) {
+  type = t;
+  hidden = hidden_sizes;
+  params.clear();
+  param_names.clear();
+  if (type != CIType::shared_mlp && hidden.size() != 1)
+    ad::fail(std::string("CI function '") + ci_type_name(type) +
+             "' takes exactly one hidden layer size (e.g. [16]); got " + std::to_string(hidden.size()));
+  for (int64_t h : hidden)
+    if (h <= 0) ad::fail("CI function hidden sizes must be positive");
+  if (type == CIType::mlp) {
+    const int64_t H = hidden[0];
+    // Hidden layer fan_in = 1 (the scalar h_c): std sqrt(2); last layer fan_in = H.
+    params = {leaf_normal({C, H}, std::sqrt(2.0), dt, rng), leaf_zeros({C, H}, dt),
+              leaf_normal({C, H}, 1.0 / std::sqrt((double)H), dt, rng), leaf_zeros({C}, dt)};
+    param_names = {"W1", "b1", "W2", "b2"};
+  } else if (type == CIType::vector_mlp) {
+    const int64_t H = hidden[0];
+    params = {leaf_normal({d_in, C * H}, std::sqrt(2.0 / (double)d_in), dt, rng), leaf_zeros({C, H}, dt),
+              leaf_normal({C, H}, 1.0 / std::sqrt((double)H), dt, rng), leaf_zeros({C}, dt)};
+    param_names = {"W1", "b1", "W2", "b2"};
+  } else {
+    int64_t fan_in = d_in;
+    for (size_t k = 0; k <= hidden.size(); ++k) {
+      const bool last = k == hidden.size();
+      const int64_t fan_out = last ? C : hidden[k];
+      const double std = last ? 1.0 / std::sqrt((double)fan_in) : std::sqrt(2.0 / (double)fan_in);
+      params.push_back(leaf_normal({fan_in, fan_out}, std, dt, rng));
+      params.push_back(leaf_zeros({fan_out}, dt));
+      param_names.push_back("W" + std::to_string(k + 1));
+      param_names.push_back("b" + std::to_string(k + 1));
+      fan_in = fan_out;
+    }
+  }
+}
+
+Tensor CIFunction::forward(const Tensor& x, const Tensor& h) const {
+  if (type == CIType::mlp) {
+    // h: [..., C] -> hidden a = gelu(h_c W1[c] + b1[c]): [..., C, H] -> z_c = a_c . W2[c] + b2[c]
+    const ad::Shape hs = h.shape();
+    ad::Shape h1 = hs;
+    h1.nd += 1;
+    h1.d[h1.nd - 1] = 1;
+    Tensor a = ad::gelu_erf(ad::reshape(h, h1) * params[0] + params[1]);
+    return ad::sum(a * params[2], {-1}) + params[3];
+  }
+  if (type == CIType::vector_mlp) {
+    // x: [..., d_in] -> x W1: [..., C*H] viewed as [..., C, H]
+    const int64_t C = params[3].size(0), H = params[1].size(1);
+    ad::Shape s = x.shape();
+    s.d[s.nd - 1] = C;
+    s.nd += 1;
+    s.d[s.nd - 1] = H;
+    Tensor a = ad::gelu_erf(ad::reshape(ad::matmul(x, params[0]), s) + params[1]);
+    return ad::sum(a * params[2], {-1}) + params[3];
+  }
+  Tensor a = x;
+  const size_t n = params.size() / 2;
+  for (size_t k = 0; k < n; ++k) {
+    a = ad::matmul(a, params[2 * k]) + params[2 * k + 1];
+    if (k + 1 < n) a = ad::gelu_erf(a);
+  }
+  return a;
+}
+
+// ---- global CI function -------------------------------------------------------------------------
+void GlobalCIFunction::init(const std::vector<int64_t>& hidden_sizes, const std::vector<int64_t>& d_in,
+                            const std::vector<int64_t>& C, ad::DType dt, ad::Rng& rng) {
+  if (hidden_sizes.empty()) ad::fail("global CI function needs at least one hidden layer");
+  hidden = hidden_sizes;
+  int64_t total_in = 0;
+  for (int64_t d : d_in) total_in += d;
+  // Kaiming std with the fan-in of the concatenated input.
+  first_w.clear();
+  for (int64_t d : d_in) first_w.push_back(leaf_normal({d, hidden[0]}, std::sqrt(2.0 / (double)total_in), dt, rng));
+  first_b = leaf_zeros({hidden[0]}, dt);
+  mid_w.clear();
+  mid_b.clear();
+  for (size_t k = 1; k < hidden.size(); ++k) {
+    mid_w.push_back(leaf_normal({hidden[k - 1], hidden[k]}, std::sqrt(2.0 / (double)hidden[k - 1]), dt, rng));
+    mid_b.push_back(leaf_zeros({hidden[k]}, dt));
+  }
+  last_w.clear();
+  last_b.clear();
+  const int64_t Hl = hidden.back();
+  for (int64_t c : C) {
+    last_w.push_back(leaf_normal({Hl, c}, 1.0 / std::sqrt((double)Hl), dt, rng));
+    last_b.push_back(leaf_zeros({c}, dt));
+  }
+}
+
+std::vector<Tensor> GlobalCIFunction::forward(const std::vector<Tensor>& xs) const {
+  Tensor a;
+  for (size_t l = 0; l < xs.size(); ++l) {
+    // rms(x) = x / sqrt(mean(x^2) + 1e-6) over the last dim (no learned gain)
+    Tensor r = ad::sqrt(ad::mean(ad::square(xs[l]), {-1}, true) + 1e-6);
+    Tensor p = ad::matmul(xs[l] / r, first_w[l]);
+    a = a.defined() ? a + p : p;
+  }
+  a = ad::gelu_erf(a + first_b);
+  for (size_t k = 0; k < mid_w.size(); ++k) a = ad::gelu_erf(ad::matmul(a, mid_w[k]) + mid_b[k]);
+  std::vector<Tensor> z;
+  for (size_t l = 0; l < last_w.size(); ++l) z.push_back(ad::matmul(a, last_w[l]) + last_b[l]);
+  return z;
+}
+
+std::vector<Tensor> GlobalCIFunction::parameters() const {
+  std::vector<Tensor> p = first_w;
+  p.push_back(first_b);
+  for (size_t k = 0; k < mid_w.size(); ++k) p.push_back(mid_w[k]), p.push_back(mid_b[k]);
+  for (size_t l = 0; l < last_w.size(); ++l) p.push_back(last_w[l]), p.push_back(last_b[l]);
+  return p;
+}
+
+// ---- component model ------------------------------------------------------------------------
+ComponentModel::ComponentModel(const std::vector<LayerSpec>& specs, const ComponentModelOptions& o, ad::Rng& rng)
+    : opt(o) {
+  if (specs.empty()) ad::fail("ComponentModel: no layers to decompose");
+  if (opt.C <= 0) ad::fail("ComponentModel: C must be positive, got " + std::to_string(opt.C));
+  for (const LayerSpec& s : specs) {
+    if (!s.weight.defined() || s.weight.dim() != 2)
+      ad::fail("ComponentModel: layer '" + s.name + "' needs a 2-d weight");
+    LayerComponents L;
+    L.name = s.name;
+    L.embedding = s.embedding;
+    L.C = opt.C;
+    Tensor W = ad::to_dtype(s.weight, opt.dtype);
+    L.W = W;
+    if (s.embedding) {
+      L.d_in = W.size(0), L.d_out = W.size(1);
+      L.WT = W;
+    } else {
+      L.d_out = W.size(0), L.d_in = W.size(1);
+      L.WT = ad::empty({L.d_in, L.d_out}, opt.dtype);
+      for (int64_t i = 0; i < L.d_out; ++i)
+        for (int64_t j = 0; j < L.d_in; ++j) L.WT.set_item(j * L.d_out + i, W.item(i * L.d_in + j));
+    }
+    layers.push_back(L);
+  }
+  // Tied layers first resolve their source; untied layers get V ~ N(0, 1/d_in), U ~ N(0, 1/C).
+  for (size_t l = 0; l < specs.size(); ++l) {
+    LayerComponents& L = layers[l];
+    if (!specs[l].tied_to.empty()) {
+      const int src = index_of(specs[l].tied_to);
+      if (src < 0 || !specs[src].tied_to.empty())
+        ad::fail("ComponentModel: layer '" + L.name + "' is tied to '" + specs[l].tied_to +
+                 "', which is not an untied decomposed layer");
+      if (layers[src].d_in != L.d_out || layers[src].d_out != L.d_in)
+        ad::fail("ComponentModel: tied layer '" + L.name + "' does not have the transposed shape of '" +
+                 specs[l].tied_to + "'");
+      L.tied_src = src;
+    } else {
+      L.V = leaf_normal({L.d_in, L.C}, 1.0 / std::sqrt((double)L.d_in), opt.dtype, rng);
+      L.U = leaf_normal({L.C, L.d_out}, 1.0 / std::sqrt((double)L.C), opt.dtype, rng);
+    }
+  }
+  if (opt.global_ci) {
+    std::vector<int64_t> d_in, C;
+    for (auto& L : layers) d_in.push_back(L.d_in), C.push_back(L.C);
+    global_ci.reset(new GlobalCIFunction());
+    global_ci->init(opt.ci_hidden, d_in, C, opt.dtype, rng);
+  } else {
+    ci.resize(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l)
+      ci[l].init(opt.ci_type, opt.ci_hidden, layers[l].d_in, layers[l].C, opt.dtype, rng);
+  }
+}
+
+int ComponentModel::index_of(const std::string& name) const {
+  for (size_t l = 0; l < layers.size(); ++l)
+    if (layers[l].name == name) return (int)l;
+  return -1;
+}
+
+Tensor ComponentModel::h_of(int l, const Tensor& x) const {
+  const LayerComponents& L = layers[l];
+  if (L.tied_src >= 0) return ad::matmul(x, layers[L.tied_src].U, false, true);  // x U_src^T
+  return ad::matmul(x, L.V);
+}
+Tensor ComponentModel::out_of(int l, const Tensor& hm) const {
+  const LayerComponents& L = layers[l];
+  if (L.tied_src >= 0) return ad::matmul(hm, layers[L.tied_src].V, false, true);  // hm V_src^T
+  return ad::matmul(hm, L.U);
+}
+Tensor ComponentModel::VU(int l) const {
+  const LayerComponents& L = layers[l];
+  if (L.tied_src >= 0) {
+    const LayerComponents& S = layers[L.tied_src];
+    return ad::matmul(S.U, S.V, true, true);  // U_src^T V_src^T = (V_src U_src)^T
+  }
+  return ad::matmul(L.V, L.U);
+}
+Tensor ComponentModel::target_out(int l, const Tensor& x, const Tensor& bias) const {
+  const LayerComponents& L = layers[l];
+  if (L.embedding) {
+    Tensor y = ad::matmul(x, L.WT);
+    return bias.defined() ? y + bias : y;
+  }
+  return ad::linear(x, L.W, bias);
+}
+
+std::vector<Tensor> ComponentModel::ci_pre_sigmoid(const std::vector<Tensor>& xs) const {
+  if (xs.size() != layers.size()) ad::fail("ci_pre_sigmoid: one input per decomposed layer expected");
+  if (global_ci) return global_ci->forward(xs);
+  std::vector<Tensor> z;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    Tensor h = ci[l].type == CIType::mlp ? h_of((int)l, xs[l]) : Tensor();
+    z.push_back(ci[l].forward(xs[l], h));
+  }
+  return z;
+}
+
+Tensor ComponentModel::masked_forward(int l, const Tensor& x, const Tensor& bias, const LayerMask& mk) const {
+  Tensor h = h_of(l, x);
+  Tensor out;
+  Tensor tgt;  // x W^T + b, computed once when needed
+  if (mk.m_delta.defined()) {
+    // (h * (m - m_delta)) U + m_delta (x W^T) + b: the delta's -h U folded into the mask.
+    Tensor xw = target_out(l, x, Tensor());
+    out = out_of(l, h * (mk.m - mk.m_delta)) + mk.m_delta * xw;
+    if (bias.defined()) out = out + bias;
+    if (mk.route.defined()) tgt = bias.defined() ? xw + bias : xw;
+  } else {
+    out = out_of(l, h * mk.m);
+    if (bias.defined()) out = out + bias;
+  }
+  if (mk.route.defined()) {
+    if (!tgt.defined()) tgt = target_out(l, x, bias);
+    out = mk.route * out + (1.0 - mk.route) * tgt;
+  }
+  return out;
+}
+
+std::vector<Tensor> ComponentModel::component_params() const {
+  std::vector<Tensor> p;
+  for (auto& L : layers)
+    if (L.tied_src < 0) p.push_back(L.V), p.push_back(L.U);
+  return p;
+}
+std::vector<std::string> ComponentModel::component_param_names() const {
+  std::vector<std::string> n;
+  for (auto& L : layers)
+    if (L.tied_src < 0) n.push_back(L.name + ".V"), n.push_back(L.name + ".U");
+  return n;
+}
+std::vector<Tensor> ComponentModel::ci_params() const {
+  if (global_ci) return global_ci->parameters();
+  std::vector<Tensor> p;
+  for (auto& f : ci) p.insert(p.end(), f.params.begin(), f.params.end());
+  return p;
+}
+std::vector<std::string> ComponentModel::ci_param_names() const {
+  std::vector<std::string> n;
+  if (global_ci) {
+    for (size_t l = 0; l < layers.size(); ++l) n.push_back("ci_global.first_w." + layers[l].name);
+    n.push_back("ci_global.first_b");
+    for (size_t k = 0; k < global_ci->mid_w.size(); ++k)
+      n.push_back("ci_global.mid_w" + std::to_string(k)), n.push_back("ci_global.mid_b" + std::to_string(k));
+    for (size_t l = 0; l < layers.size(); ++l)
+      n.push_back("ci_global.last_w." + layers[l].name), n.push_back("ci_global.last_b." + layers[l].name);
+    return n;
+  }
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (auto& pn : ci[l].param_names) n.push_back("ci." + layers[l].name + "." + pn);
+  return n;
+}
+
+// ---- hooks ---------------------------------------------------------------------------------
+Tensor MaskedHooks::linear(const std::string& name, const Tensor& x, const Tensor&, const Tensor& bias) {
+  const int l = cm->index_of(name);
+  if (l < 0 || !(*masks)[l].m.defined()) return Tensor();
+  return cm->masked_forward(l, x, bias, (*masks)[l]);
+}
+
+// Token ids as one-hot rows [ids..., vocab]: an embedding is then the linear map
+// onehot @ W_emb, so it shares every code path (masks, delta, CI inputs) with linear layers.
+Tensor one_hot(const ad::Indices& ids, int64_t vocab, ad::DType dt) {
+  std::vector<int64_t> s = ids.shape.to_vector();
+  s.push_back(vocab);
+  Tensor x = ad::zeros(ad::Shape::from_vector(s), dt);
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    if (ids.v[i] < 0 || ids.v[i] >= vocab)
+      ad::fail("one_hot: token id " + std::to_string(ids.v[i]) + " outside vocabulary of " + std::to_string(vocab));
+    x.set_item(i * vocab + ids.v[i], 1.0);
+  }
+  return x;
+}
+
+Tensor MaskedHooks::embedding(const std::string& name, const ad::Indices& ids, const Tensor&) {
+  const int l = cm->index_of(name);
+  if (l < 0 || !(*masks)[l].m.defined()) return Tensor();
+  Tensor x = one_hot(ids, cm->layers[l].d_in, cm->opt.dtype);
+  return cm->masked_forward(l, x, Tensor(), (*masks)[l]);
+}
+
+}  // namespace decomp

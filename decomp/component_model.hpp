@@ -1,0 +1,143 @@
+// The component model shared by SPD (and, next, APD/VPD): rank-1 subcomponents per decomposed
+// layer, the delta component, causal-importance (CI) functions, and the masked forward that
+// replaces a named layer of the target model through models::ForwardHooks.
+//
+// Symbols follow METHODS section 3: a decomposed layer has target weight W: [d_out, d_in],
+// subcomponents V: [d_in, C] and U: [C, d_out] with W ~ (V U)^T = sum_c u_c v_c^T, component
+// activations h = x V: [..., C], masks m: [..., C], delta mask m_delta: [..., 1].
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autodiff/ops.hpp"
+#include "autodiff/random.hpp"
+#include "models/hooks.hpp"
+
+namespace decomp {
+
+// One layer of the target that is to be decomposed, as the target describes it.
+struct LayerSpec {
+  std::string name;     // the name the model passes to apply_linear / apply_embedding
+  ad::Tensor weight;    // target weight: [d_out, d_in] (linear) or [vocab, d] (embedding)
+  bool embedding = false;
+  // Non-empty: this layer's weight is the transpose of the named layer's (tied TMS), and its
+  // subcomponents are that layer's transposed: V = V_src... see LayerComponents::tied_src.
+  std::string tied_to;
+};
+
+// Subcomponents of one decomposed layer. For a tied layer (TMS linear2 = linear1^T) there is
+// no own storage: V = U_src^T and U = V_src^T, so both layers train the same numbers.
+struct LayerComponents {
+  std::string name;
+  bool embedding = false;
+  int64_t d_in = 0, d_out = 0, C = 0;  // embedding: d_in = vocab, d_out = d
+  ad::Tensor WT;        // the matrix V U approximates: W^T [d_in, d_out] (embedding: W itself)
+  ad::Tensor W;         // target weight as the model uses it (constant)
+  ad::Tensor V, U;      // leaves [d_in, C], [C, d_out]; undefined when tied
+  int tied_src = -1;    // index of the layer whose V, U this one transposes
+};
+
+enum class CIType { mlp, vector_mlp, shared_mlp };
+CIType parse_ci_type(const std::string& s);  // "mlp" | "vector_mlp" | "shared_mlp"
+const char* ci_type_name(CIType t);
+
+// One layer's causal-importance function; z (pre-sigmoid) has shape [..., C].
+//  mlp:        per component a scalar MLP 1 -> H -> 1 on h_c = x . v_c
+//              params: W1 [C, H], b1 [C, H], W2 [C, H], b2 [C]
+//  vector_mlp: per component an MLP d_in -> H -> 1 on x
+//              params: W1 [d_in, C*H], b1 [C, H], W2 [C, H], b2 [C]
+//  shared_mlp: one MLP d_in -> H1 -> ... -> C on x, params per layer k: Wk [d_k, d_{k+1}], bk
+// Hidden activation GELU (erf form, as torch.nn.GELU); hidden weights Kaiming-normal
+// (std sqrt(2/fan_in)), last layer std 1/sqrt(fan_in), biases 0.
+struct CIFunction {
+  CIType type = CIType::mlp;
+  std::vector<int64_t> hidden;
+  std::vector<ad::Tensor> params;
+  std::vector<std::string> param_names;  // "W1", "b1", ... (for audits and checkpoints)
+  void init(CIType t, const std::vector<int64_t>& hidden_sizes, int64_t d_in, int64_t C, ad::DType dt,
+            ad::Rng& rng);
+  // x: the TARGET model's input to the layer [..., d_in]; h = x V [..., C] (used by `mlp`).
+  ad::Tensor forward(const ad::Tensor& x, const ad::Tensor& h) const;
+};
+
+// Global shared CI function (VPD): one MLP over all decomposed layers' inputs at once.
+// Each layer input is RMS-normalised; the first MLP layer acting on their concatenation is
+// stored as one block per layer (sum_l rms(x_l) W1_l == concat_l(rms(x_l)) W1), and the last
+// layer's output split per layer is stored as one block per layer -- identical to
+// concatenate -> MLP -> split, without concatenation copies. Only for inputs with the same
+// leading shape in every layer.
+struct GlobalCIFunction {
+  std::vector<int64_t> hidden;          // at least one hidden layer
+  std::vector<ad::Tensor> first_w;      // per layer [d_in_l, H1]
+  ad::Tensor first_b;                   // [H1]
+  std::vector<ad::Tensor> mid_w, mid_b; // H_k -> H_{k+1}
+  std::vector<ad::Tensor> last_w, last_b;  // per layer [H_last, C_l], [C_l]
+  void init(const std::vector<int64_t>& hidden_sizes, const std::vector<int64_t>& d_in,
+            const std::vector<int64_t>& C, ad::DType dt, ad::Rng& rng);
+  std::vector<ad::Tensor> forward(const std::vector<ad::Tensor>& xs) const;  // z per layer
+  std::vector<ad::Tensor> parameters() const;
+};
+
+// Per-layer masks for one masked forward. Undefined members mean: m undefined -> the layer
+// is not replaced; m_delta undefined -> no delta component; route undefined -> every example
+// routed (route: 0/1 [B, 1, ..., 1], 1 = masked components, 0 = target weights).
+struct LayerMask {
+  ad::Tensor m, m_delta, route;
+};
+
+struct ComponentModelOptions {
+  int64_t C = 20;
+  CIType ci_type = CIType::mlp;
+  std::vector<int64_t> ci_hidden = {16};
+  bool global_ci = false;  // one GlobalCIFunction over all layers instead of per-layer ones
+  ad::DType dtype = ad::DType::f32;
+};
+
+class ComponentModel {
+ public:
+  ComponentModel(const std::vector<LayerSpec>& layers, const ComponentModelOptions& opt, ad::Rng& rng);
+
+  std::vector<LayerComponents> layers;
+  std::vector<CIFunction> ci;   // one per layer (empty when global_ci)
+  std::unique_ptr<GlobalCIFunction> global_ci;
+  ComponentModelOptions opt;
+
+  int index_of(const std::string& name) const;  // -1 if not decomposed
+  // The layer's effective V [d_in, C] / U [C, d_out] as computation (transposed for tied).
+  ad::Tensor h_of(int l, const ad::Tensor& x) const;     // x V  [..., C]
+  ad::Tensor out_of(int l, const ad::Tensor& hm) const;  // hm U [..., d_out]
+  ad::Tensor VU(int l) const;                            // V U  [d_in, d_out]
+  ad::Tensor target_out(int l, const ad::Tensor& x, const ad::Tensor& bias) const;  // x W^T + b
+
+  // CI pre-sigmoid values z_l [..., C] for every layer from the target's layer inputs.
+  std::vector<ad::Tensor> ci_pre_sigmoid(const std::vector<ad::Tensor>& target_inputs) const;
+
+  // Masked replacement of layer l (METHODS 3.1):
+  //   out = (h * m) U + m_delta (x W^T - h U) + b = (h * (m - m_delta)) U + m_delta (x W^T) + b
+  // and, when routed per example, route * out + (1 - route) (x W^T + b).
+  ad::Tensor masked_forward(int l, const ad::Tensor& x, const ad::Tensor& bias, const LayerMask& mask) const;
+
+  // Parameter groups: subcomponents (V, U of untied layers) and CI-function parameters.
+  std::vector<ad::Tensor> component_params() const;
+  std::vector<std::string> component_param_names() const;
+  std::vector<ad::Tensor> ci_params() const;
+  std::vector<std::string> ci_param_names() const;
+};
+
+// Token ids -> one-hot rows [ids..., vocab] (constant). Embedding layers are decomposed as the
+// linear map onehot @ W_emb, so they share masks, delta and CI inputs with linear layers.
+ad::Tensor one_hot(const ad::Indices& ids, int64_t vocab, ad::DType dt);
+
+// ForwardHooks that replace each masked layer with ComponentModel::masked_forward.
+// masks[l] with undefined m leaves layer l as the target's.
+struct MaskedHooks : models::ForwardHooks {
+  const ComponentModel* cm = nullptr;
+  const std::vector<LayerMask>* masks = nullptr;
+  ad::Tensor linear(const std::string& name, const ad::Tensor& x, const ad::Tensor& weight,
+                    const ad::Tensor& bias) override;
+  ad::Tensor embedding(const std::string& name, const ad::Indices& ids, const ad::Tensor& weight) override;
+};
+
+}  // namespace decomp

@@ -1,0 +1,162 @@
+#include "decomp/metrics.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "autodiff/tensor.hpp"
+
+namespace decomp {
+
+std::vector<int64_t> hungarian_max(const Mat& score) {
+  // Classic potentials formulation (minimisation of cost = -score), 1-based internally.
+  const int64_t n = score.rows, m = score.cols;
+  if (n > m) ad::fail("hungarian_max: needs rows <= cols, got " + std::to_string(n) + " x " + std::to_string(m));
+  const double INF = std::numeric_limits<double>::infinity();
+  std::vector<double> u((size_t)n + 1, 0), v((size_t)m + 1, 0);
+  std::vector<int64_t> p((size_t)m + 1, 0), way((size_t)m + 1, 0);
+  for (int64_t i = 1; i <= n; ++i) {
+    p[0] = i;
+    int64_t j0 = 0;
+    std::vector<double> minv((size_t)m + 1, INF);
+    std::vector<char> used((size_t)m + 1, 0);
+    do {
+      used[j0] = 1;
+      const int64_t i0 = p[j0];
+      double delta = INF;
+      int64_t j1 = 0;
+      for (int64_t j = 1; j <= m; ++j) {
+        if (used[j]) continue;
+        const double cur = -score(i0 - 1, j - 1) - u[i0] - v[j];
+        if (cur < minv[j]) minv[j] = cur, way[j] = j0;
+        if (minv[j] < delta) delta = minv[j], j1 = j;
+      }
+      for (int64_t j = 0; j <= m; ++j) {
+        if (used[j]) u[p[j]] += delta, v[j] -= delta;
+        else minv[j] -= delta;
+      }
+      j0 = j1;
+    } while (p[j0] != 0);
+    do {
+      const int64_t j1 = way[j0];
+      p[j0] = p[j1];
+      j0 = j1;
+    } while (j0);
+  }
+  std::vector<int64_t> col_of_row((size_t)n, -1);
+  for (int64_t j = 1; j <= m; ++j)
+    if (p[j]) col_of_row[p[j] - 1] = j - 1;
+  return col_of_row;
+}
+
+double ci_l0(const Mat& ci, double thr) {
+  if (ci.rows == 0) return 0;
+  int64_t n = 0;
+  for (double x : ci.a) n += x > thr;
+  return (double)n / (double)ci.rows;
+}
+
+int64_t alive_components(const Mat& ci, double thr) {
+  int64_t alive = 0;
+  for (int64_t c = 0; c < ci.cols; ++c) {
+    bool any = false;
+    for (int64_t i = 0; i < ci.rows && !any; ++i) any = ci(i, c) > thr;
+    alive += any;
+  }
+  return alive;
+}
+
+static std::vector<int64_t> by_mass(const Mat& ci, const std::vector<int64_t>& cols) {
+  std::vector<double> mass((size_t)ci.cols, 0);
+  for (int64_t i = 0; i < ci.rows; ++i)
+    for (int64_t c = 0; c < ci.cols; ++c) mass[c] += ci(i, c);
+  std::vector<int64_t> o = cols;
+  std::stable_sort(o.begin(), o.end(), [&](int64_t a, int64_t b) { return mass[a] > mass[b]; });
+  return o;
+}
+
+int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order) {
+  const int64_t n = ci.rows;
+  if (n > ci.cols) {
+    // More features than components: the identity pattern cannot hold; every feature without
+    // a column counts as a diagonal error.
+    Mat t(ci.rows, ci.rows, 0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < ci.cols; ++c) t(i, c) = ci(i, c);
+    return identity_ci_error(t, order);
+  }
+  std::vector<int64_t> match = hungarian_max(ci);
+  std::vector<char> is_matched((size_t)ci.cols, 0);
+  for (int64_t c : match) is_matched[c] = 1;
+  int64_t err = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < ci.cols; ++c) {
+      if (c == match[i]) err += ci(i, c) < 0.9;
+      else err += ci(i, c) > 0.1;
+    }
+  if (order) {
+    std::vector<int64_t> rest;
+    for (int64_t c = 0; c < ci.cols; ++c)
+      if (!is_matched[c]) rest.push_back(c);
+    *order = match;
+    std::vector<int64_t> r = by_mass(ci, rest);
+    order->insert(order->end(), r.begin(), r.end());
+  }
+  return err;
+}
+
+int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order) {
+  std::vector<int64_t> all((size_t)ci.cols);
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<int64_t> o = by_mass(ci, all);
+  int64_t err = 0;
+  for (int64_t r = 0; r < ci.cols; ++r) {
+    const int64_t c = o[r];
+    if (r < k) {
+      bool has = false;
+      for (int64_t i = 0; i < ci.rows; ++i) has = has || ci(i, c) >= 0.9;
+      err += !has;
+    } else {
+      for (int64_t i = 0; i < ci.rows; ++i) err += ci(i, c) > 0.1;
+    }
+  }
+  if (k > ci.cols) err += k - ci.cols;  // missing columns of the dense block
+  if (order) *order = o;
+  return err;
+}
+
+MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U) {
+  const int64_t d_out = W.rows, d_in = W.cols, C = V.cols;
+  if (V.rows != d_in || U.rows != C || U.cols != d_out)
+    ad::fail("mmcs_ml2r: shapes do not match (W [d_out, d_in], V [d_in, C], U [C, d_out])");
+  MMCSResult r;
+  for (int64_t j = 0; j < d_in; ++j) {
+    double wn = 0;
+    for (int64_t o = 0; o < d_out; ++o) wn += W(o, j) * W(o, j);
+    wn = std::sqrt(wn);
+    double best = -2, best_norm = 0;
+    int64_t best_c = -1;
+    for (int64_t c = 0; c < C; ++c) {
+      // P_c[:, j] = u_c * v_c[j]
+      double dot = 0, pn = 0;
+      for (int64_t o = 0; o < d_out; ++o) {
+        const double pv = U(c, o) * V(j, c);
+        dot += pv * W(o, j);
+        pn += pv * pv;
+      }
+      pn = std::sqrt(pn);
+      const double cs = (pn > 0 && wn > 0) ? dot / (pn * wn) : 0;
+      if (cs > best) best = cs, best_c = c, best_norm = pn;
+    }
+    r.cos_per_col.push_back(best);
+    r.ratio_per_col.push_back(wn > 0 ? best_norm / wn : 0);
+    r.best_c.push_back(best_c);
+  }
+  for (size_t j = 0; j < r.cos_per_col.size(); ++j) r.mmcs += r.cos_per_col[j], r.ml2r += r.ratio_per_col[j];
+  if (d_in > 0) r.mmcs /= (double)d_in, r.ml2r /= (double)d_in;
+  return r;
+}
+
+}  // namespace decomp

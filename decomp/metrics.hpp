@@ -1,0 +1,46 @@
+// Evaluation metrics for decompositions (METHODS section 5). Plain row-major double matrices,
+// so they are independent of the engine and easy to test by hand.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace decomp {
+
+struct Mat {
+  int64_t rows = 0, cols = 0;
+  std::vector<double> a;  // row-major
+  Mat() = default;
+  Mat(int64_t r, int64_t c, double v = 0) : rows(r), cols(c), a((size_t)(r * c), v) {}
+  double& operator()(int64_t i, int64_t j) { return a[(size_t)(i * cols + j)]; }
+  double operator()(int64_t i, int64_t j) const { return a[(size_t)(i * cols + j)]; }
+};
+
+// Maximum-weight assignment of each row to a distinct column (rows <= cols), Hungarian
+// algorithm O(rows^2 cols). Returns col_of_row.
+std::vector<int64_t> hungarian_max(const Mat& score);
+
+// CI_L0: mean over examples (rows) of the number of entries > threshold.
+double ci_l0(const Mat& ci, double threshold);
+// Components (columns) whose CI exceeds the threshold on any example.
+int64_t alive_components(const Mat& ci, double threshold);
+
+// Identity pattern: ci [n, C] from one-hot inputs (row i = feature i). Columns permuted by
+// Hungarian matching to maximise the diagonal; errors = diagonal entries < 0.9 plus
+// off-diagonal entries > 0.1 (every other entry of the matrix). `order` (optional) receives
+// the column order used: matched columns first, then the rest by descending mass.
+int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order = nullptr);
+// Dense-k pattern: columns sorted by mass (descending); each of the first k must hold an
+// entry >= 0.9 (else one error), every entry > 0.1 in the other columns is an error.
+int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order = nullptr);
+
+// TMS MMCS / ML2R. W: [d_out, d_in] target; V: [d_in, C], U: [C, d_out]; P_c = u_c v_c^T.
+// For target column j: MMCS_j = max_c cos(P_c[:, j], W[:, j]), ML2R_j = ||P_best[:, j]|| / ||W[:, j]||.
+struct MMCSResult {
+  double mmcs = 0, ml2r = 0;
+  std::vector<double> cos_per_col, ratio_per_col;
+  std::vector<int64_t> best_c;
+};
+MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U);
+
+}  // namespace decomp

@@ -1,0 +1,425 @@
+#include "decomp/spd.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include "decomp/adam.hpp"
+
+namespace decomp {
+
+using ad::Tensor;
+using nlohmann::json;
+
+Distance parse_distance(const std::string& s) {
+  if (s == "mse") return Distance::mse;
+  if (s == "kl") return Distance::kl;
+  ad::fail("unknown distance '" + s + "' (expected mse or kl)");
+}
+Routing parse_routing(const std::string& s) {
+  if (s == "all") return Routing::all;
+  if (s == "layerwise") return Routing::layerwise;
+  if (s == "uniform_k") return Routing::uniform_k;
+  if (s == "static_p") return Routing::static_p;
+  ad::fail("unknown routing '" + s + "' (expected all, layerwise, uniform_k or static_p)");
+}
+
+double LossTermConfig::p_at(double frac) const {
+  if (p_final < 0) return p;
+  if (frac <= anneal_start) return p;
+  if (frac >= anneal_end) return p_final;
+  return p + (p_final - p) * (frac - anneal_start) / (anneal_end - anneal_start);
+}
+
+// ---- config parsing ----------------------------------------------------------------------------
+static void check_keys(const json& j, const std::set<std::string>& allowed, const std::string& where) {
+  if (!j.is_object()) ad::fail(where + ": expected a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!allowed.count(it.key())) ad::fail(where + ": unknown key '" + it.key() + "'");
+}
+template <class T>
+static void get_opt(const json& j, const char* key, T& out, const std::string& where) {
+  if (!j.contains(key)) return;
+  try {
+    out = j.at(key).get<T>();
+  } catch (const std::exception& e) {
+    ad::fail(where + ": field '" + key + "' has the wrong type (" + e.what() + ")");
+  }
+}
+
+SPDConfig parse_spd_config(const json& j, const std::string& where) {
+  SPDConfig c;
+  check_keys(j, {"name", "target", "layers", "seed", "C", "ci_fn", "sampling", "delta", "leaky_alpha", "losses",
+                 "train", "ci_threshold", "eval_batch", "comment"},
+             where);
+  get_opt(j, "seed", c.seed, where);
+  get_opt(j, "C", c.model.C, where);
+  if (j.contains("ci_fn")) {
+    const json& f = j["ci_fn"];
+    const std::string w = where + ": ci_fn";
+    check_keys(f, {"type", "hidden", "global"}, w);
+    std::string type = "mlp";
+    get_opt(f, "type", type, w);
+    c.model.ci_type = parse_ci_type(type);
+    get_opt(f, "hidden", c.model.ci_hidden, w);
+    get_opt(f, "global", c.model.global_ci, w);
+  }
+  std::string sampling = "continuous";
+  get_opt(j, "sampling", sampling, where);
+  if (sampling == "continuous") c.sampling = Sampling::continuous;
+  else if (sampling == "binomial") c.sampling = Sampling::binomial;
+  else ad::fail(where + ": sampling must be continuous or binomial, got '" + sampling + "'");
+  get_opt(j, "delta", c.delta, where);
+  get_opt(j, "leaky_alpha", c.leaky_alpha, where);
+  get_opt(j, "ci_threshold", c.ci_threshold, where);
+  get_opt(j, "eval_batch", c.eval_batch, where);
+  if (!j.contains("losses") || !j["losses"].is_array() || j["losses"].empty())
+    ad::fail(where + ": 'losses' must be a non-empty list of {name, coeff, ...}");
+  static const std::set<std::string> names = {"faithfulness", "stochastic_recon", "stochastic_recon_layerwise",
+                                              "stochastic_recon_subset", "ci_masked_recon", "unmasked_recon",
+                                              "importance_minimality"};
+  for (size_t i = 0; i < j["losses"].size(); ++i) {
+    const json& t = j["losses"][i];
+    const std::string w = where + ": losses[" + std::to_string(i) + "]";
+    check_keys(t, {"name", "coeff", "routing", "route_p", "n_mask_samples", "p", "p_final", "anneal_start",
+                   "anneal_end", "beta"},
+               w);
+    LossTermConfig lt;
+    get_opt(t, "name", lt.name, w);
+    if (!names.count(lt.name)) ad::fail(w + ": unknown loss term '" + lt.name + "'");
+    if (lt.name == "stochastic_recon_layerwise") lt.routing = Routing::layerwise;
+    if (lt.name == "stochastic_recon_subset") lt.routing = Routing::uniform_k;
+    get_opt(t, "coeff", lt.coeff, w);
+    if (t.contains("routing")) lt.routing = parse_routing(t["routing"].get<std::string>());
+    get_opt(t, "route_p", lt.route_p, w);
+    get_opt(t, "n_mask_samples", lt.n_mask_samples, w);
+    get_opt(t, "p", lt.p, w);
+    get_opt(t, "p_final", lt.p_final, w);
+    get_opt(t, "anneal_start", lt.anneal_start, w);
+    get_opt(t, "anneal_end", lt.anneal_end, w);
+    get_opt(t, "beta", lt.beta, w);
+    if (lt.n_mask_samples < 1) ad::fail(w + ": n_mask_samples must be >= 1");
+    if (lt.p <= 0) ad::fail(w + ": p must be > 0");
+    if (lt.anneal_end < lt.anneal_start) ad::fail(w + ": anneal_end < anneal_start");
+    c.losses.push_back(lt);
+  }
+  if (j.contains("train")) {
+    const json& t = j["train"];
+    const std::string w = where + ": train";
+    check_keys(t, {"steps", "batch_size", "lr", "schedule", "warmup_frac", "final_frac", "clip_components",
+                   "clip_ci", "faith_warmup_steps", "faith_warmup_lr", "faith_warmup_wd", "log_every"},
+               w);
+    TrainConfig& tc = c.train;
+    get_opt(t, "steps", tc.steps, w);
+    get_opt(t, "batch_size", tc.batch_size, w);
+    get_opt(t, "lr", tc.lr, w);
+    get_opt(t, "schedule", tc.schedule, w);
+    get_opt(t, "warmup_frac", tc.warmup_frac, w);
+    get_opt(t, "final_frac", tc.final_frac, w);
+    get_opt(t, "clip_components", tc.clip_components, w);
+    get_opt(t, "clip_ci", tc.clip_ci, w);
+    get_opt(t, "faith_warmup_steps", tc.faith_warmup_steps, w);
+    get_opt(t, "faith_warmup_lr", tc.faith_warmup_lr, w);
+    get_opt(t, "faith_warmup_wd", tc.faith_warmup_wd, w);
+    get_opt(t, "log_every", tc.log_every, w);
+    if (tc.schedule != "cosine" && tc.schedule != "linear" && tc.schedule != "constant")
+      ad::fail(w + ": schedule must be cosine, linear or constant, got '" + tc.schedule + "'");
+    if (tc.steps < 0 || tc.batch_size <= 0 || tc.log_every <= 0)
+      ad::fail(w + ": steps >= 0, batch_size > 0 and log_every > 0 required");
+  }
+  return c;
+}
+
+// ---- SPD ----------------------------------------------------------------------------------------
+SPD::SPD(const Target& t, const SPDConfig& c, ad::Rng& init_rng)
+    : target(t), cfg(c), cm(t.layers, [&] {
+        ComponentModelOptions o = c.model;
+        o.dtype = t.dtype;
+        return o;
+      }(), init_rng) {}
+
+namespace {
+// Records the target's input to each decomposed layer (detached); embeddings as one-hot rows.
+struct RecordLayerInputs : models::ForwardHooks {
+  const ComponentModel* cm = nullptr;
+  std::vector<Tensor>* xs = nullptr;
+  Tensor linear(const std::string& name, const Tensor& x, const Tensor&, const Tensor&) override {
+    const int l = cm->index_of(name);
+    if (l >= 0) (*xs)[l] = ad::detach(x);
+    return Tensor();
+  }
+  Tensor embedding(const std::string& name, const ad::Indices& ids, const Tensor&) override {
+    const int l = cm->index_of(name);
+    if (l >= 0) (*xs)[l] = one_hot(ids, cm->layers[l].d_in, cm->opt.dtype);
+    return Tensor();
+  }
+};
+}  // namespace
+
+StepState SPD::prepare(const Batch& batch, ad::Rng& rng) const {
+  StepState st;
+  st.inputs.resize(cm.layers.size());
+  {
+    ad::NoGradGuard ng;
+    RecordLayerInputs rec;
+    rec.cm = &cm;
+    rec.xs = &st.inputs;
+    st.target_out = ad::detach(target.forward(batch, &rec));
+  }
+  for (size_t l = 0; l < st.inputs.size(); ++l)
+    if (!st.inputs[l].defined())
+      ad::fail("SPD: the target's forward never called layer '" + cm.layers[l].name + "'");
+  st.z = cm.ci_pre_sigmoid(st.inputs);
+  for (const Tensor& z : st.z) {
+    Tensor zl = z;
+    if (cfg.sampling == Sampling::binomial) {
+      // Binomial variant: lower-leaky input 1.05 z - 0.05 u, u ~ U(0,1) (METHODS 3.2).
+      zl = z * 1.05 - ad::rand_uniform(z.shape(), 0.0, 0.05, rng, z.dtype());
+    }
+    st.g_lower.push_back(ad::lower_leaky_hard_sigmoid(zl, cfg.leaky_alpha));
+    st.g_upper.push_back(ad::upper_leaky_hard_sigmoid(z, cfg.leaky_alpha));
+  }
+  return st;
+}
+
+SPD::Sources SPD::draw_sources(const StepState& st, ad::Rng& rng) const {
+  Sources s;
+  for (const Tensor& g : st.g_lower) {
+    s.r.push_back(cfg.sampling == Sampling::binomial ? ad::rand_bernoulli(g.shape(), 0.5, rng, g.dtype())
+                                                    : ad::rand_uniform(g.shape(), 0.0, 1.0, rng, g.dtype()));
+    if (cfg.delta) {
+      ad::Shape ds = g.shape();
+      ds[-1] = 1;
+      s.r_delta.push_back(ad::rand_uniform(ds, 0.0, 1.0, rng, g.dtype()));
+    }
+  }
+  return s;
+}
+
+std::vector<LayerMask> SPD::masks_from(const StepState& st, const Sources& src) const {
+  std::vector<LayerMask> masks(st.g_lower.size());
+  for (size_t l = 0; l < masks.size(); ++l) {
+    if (!src.r[l].defined()) continue;
+    const Tensor& g = st.g_lower[l];
+    masks[l].m = g + (1.0 - g) * src.r[l];  // m = g + (1 - g) r
+    if (cfg.delta) masks[l].m_delta = src.r_delta[l];
+  }
+  return masks;
+}
+
+std::vector<Tensor> SPD::draw_routes(const StepState& st, Routing routing, double p, ad::Rng& rng) const {
+  const size_t M = st.g_lower.size();
+  const Tensor& g0 = st.g_lower[0];
+  const int64_t B = g0.size(0);
+  ad::Shape rs = g0.shape();  // [B, 1, ..., 1]
+  for (int i = 1; i < rs.nd; ++i) rs.d[i] = 1;
+  std::vector<Tensor> routes;
+  for (size_t l = 0; l < M; ++l) routes.push_back(ad::zeros(rs, g0.dtype()));
+  for (int64_t b = 0; b < B; ++b) {
+    if (routing == Routing::uniform_k) {
+      // k ~ U{1..M}, then a uniformly random k-subset of the M layers.
+      const int64_t k = 1 + (int64_t)rng.below(M);
+      std::vector<int64_t> perm = rng.permutation((int64_t)M);
+      for (int64_t i = 0; i < k; ++i) routes[perm[i]].set_item(b, 1.0);
+    } else {
+      for (size_t l = 0; l < M; ++l)
+        if (rng.bernoulli(p)) routes[l].set_item(b, 1.0);
+    }
+  }
+  return routes;
+}
+
+Tensor SPD::distance(const Tensor& out, const Tensor& target_out) const {
+  if (target.distance == Distance::mse) return ad::mse_loss(out, target_out);
+  return kl_distance(target_out, out);
+}
+
+// KL(p_target || q) over the last dim, mean over the other positions, composed from
+// elementwise ops: log q = z - s - log sum exp(z - s) with s = the row max of z as a constant
+// shift (it cancels in the gradient), p = softmax(target) with no gradient.
+Tensor kl_distance(const Tensor& target_logits, const Tensor& logits) {
+  const int64_t V = logits.size(-1), N = logits.numel() / V;
+  if (target_logits.shape() != logits.shape()) ad::shape_error("kl_distance", target_logits.shape(), logits.shape(), "shapes differ");
+  Tensor z = ad::reshape(logits, {N, V});
+  Tensor shift = ad::empty({N, 1}, logits.dtype()), logp = ad::empty({N, V}, logits.dtype());
+  for (int64_t i = 0; i < N; ++i) {
+    double mz = -INFINITY, mt = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) mz = std::max(mz, z.item(i * V + v)), mt = std::max(mt, target_logits.item(i * V + v));
+    shift.set_item(i, mz);
+    double se = 0;
+    for (int64_t v = 0; v < V; ++v) se += std::exp(target_logits.item(i * V + v) - mt);
+    for (int64_t v = 0; v < V; ++v) logp.set_item(i * V + v, target_logits.item(i * V + v) - mt - std::log(se));
+  }
+  Tensor zs = z - shift;
+  Tensor logq = zs - ad::log(ad::sum(ad::exp(zs), {1}, true));
+  Tensor p = ad::exp(logp);
+  return ad::sum(p * (logp - logq)) / (double)N;
+}
+
+Tensor SPD::forward_masked(const Batch& batch, const std::vector<LayerMask>& masks) const {
+  MaskedHooks hooks;
+  hooks.cm = &cm;
+  hooks.masks = &masks;
+  return target.forward(batch, &hooks);
+}
+
+Tensor SPD::faithfulness() const {
+  // sum_l ||W_l - (V_l U_l)^T||_F^2 / sum_l numel(W_l)   (tied layers count separately)
+  Tensor total;
+  int64_t n = 0;
+  for (size_t l = 0; l < cm.layers.size(); ++l) {
+    Tensor s = ad::sum(ad::square(cm.VU((int)l) - cm.layers[l].WT));
+    total = total.defined() ? total + s : s;
+    n += cm.layers[l].WT.numel();
+  }
+  return total / (double)n;
+}
+
+Tensor SPD::importance_minimality(const StepState& st, double p, double beta) const {
+  // per layer: S_c = sum_b (u_bc + 1e-12)^p, f_c = S_c / B;  sum_l sum_c [f_c + beta f_c log2(1 + S_c)]
+  Tensor total;
+  for (const Tensor& u : st.g_upper) {
+    const int64_t C = u.size(-1), N = u.numel() / C;
+    Tensor flat = ad::reshape(u, {N, C});
+    Tensor S = ad::sum(ad::pow(flat + 1e-12, p), {0});  // [C]
+    Tensor f = S / (double)N;
+    Tensor t = ad::sum(f);
+    if (beta != 0) t = t + ad::sum(f * ad::log(S + 1.0)) * (beta / std::log(2.0));
+    total = total.defined() ? total + t : t;
+  }
+  return total;
+}
+
+Tensor SPD::stochastic_recon(const Batch& b, const StepState& st, Routing routing, double route_p, int n_samples,
+                             ad::Rng& rng) const {
+  const size_t M = cm.layers.size();
+  Tensor total;
+  for (int s = 0; s < n_samples; ++s) {
+    Tensor loss;
+    if (routing == Routing::layerwise) {
+      // one forward per layer with only that layer masked; mean over layers
+      for (size_t l = 0; l < M; ++l) {
+        Sources src = draw_sources(st, rng);
+        for (size_t k = 0; k < M; ++k)
+          if (k != l) src.r[k] = Tensor();
+        Tensor d = distance(forward_masked(b, masks_from(st, src)), st.target_out);
+        loss = loss.defined() ? loss + d : d;
+      }
+      loss = loss / (double)M;
+    } else {
+      std::vector<LayerMask> masks = masks_from(st, draw_sources(st, rng));
+      if (routing != Routing::all) {
+        std::vector<Tensor> routes = draw_routes(st, routing, route_p, rng);
+        for (size_t l = 0; l < M; ++l) masks[l].route = routes[l];
+      }
+      loss = distance(forward_masked(b, masks), st.target_out);
+    }
+    total = total.defined() ? total + loss : loss;
+  }
+  return n_samples == 1 ? total : total / (double)n_samples;
+}
+
+Tensor SPD::ci_masked_recon(const Batch& b, const StepState& st) const {
+  std::vector<LayerMask> masks(cm.layers.size());
+  for (size_t l = 0; l < masks.size(); ++l) masks[l].m = st.g_lower[l];  // m = g, no delta
+  return distance(forward_masked(b, masks), st.target_out);
+}
+
+Tensor SPD::unmasked_recon(const Batch& b, const StepState& st) const {
+  std::vector<LayerMask> masks(cm.layers.size());
+  for (size_t l = 0; l < masks.size(); ++l) masks[l].m = ad::ones(st.g_lower[l].shape(), st.g_lower[l].dtype());
+  return distance(forward_masked(b, masks), st.target_out);
+}
+
+Tensor SPD::term(const LossTermConfig& t, const Batch& b, const StepState& st, double frac, ad::Rng& rng) const {
+  if (t.name == "faithfulness") return faithfulness();
+  if (t.name == "importance_minimality") return importance_minimality(st, t.p_at(frac), t.beta);
+  if (t.name == "ci_masked_recon") return ci_masked_recon(b, st);
+  if (t.name == "unmasked_recon") return unmasked_recon(b, st);
+  return stochastic_recon(b, st, t.routing, t.route_p, t.n_mask_samples, rng);
+}
+
+Tensor SPD::total_loss(const Batch& b, double frac, ad::Rng& rng, std::map<std::string, double>* values,
+                       bool monitors) const {
+  StepState st = prepare(b, rng);
+  Tensor total;
+  for (const LossTermConfig& t : cfg.losses) {
+    if (t.coeff == 0) continue;
+    Tensor v = term(t, b, st, frac, rng);
+    if (values) (*values)[t.name] = v.item();
+    total = total.defined() ? total + v * t.coeff : v * t.coeff;
+  }
+  if (monitors) {
+    ad::NoGradGuard ng;
+    for (const LossTermConfig& t : cfg.losses)
+      if (t.coeff == 0 && values) (*values)[t.name] = term(t, b, st, frac, rng).item();
+  }
+  if (!total.defined()) ad::fail("SPD: every loss coefficient is 0; nothing to train");
+  if (values) (*values)["total"] = total.item();
+  return total;
+}
+
+std::vector<Tensor> SPD::all_params() const {
+  std::vector<Tensor> p = cm.component_params(), c = cm.ci_params();
+  p.insert(p.end(), c.begin(), c.end());
+  return p;
+}
+std::vector<std::string> SPD::all_param_names() const {
+  std::vector<std::string> p = cm.component_param_names(), c = cm.ci_param_names();
+  p.insert(p.end(), c.begin(), c.end());
+  return p;
+}
+
+// ---- training ------------------------------------------------------------------------------------
+double lr_factor(const TrainConfig& t, int64_t step) {
+  const int64_t warm = (int64_t)std::llround(t.warmup_frac * (double)t.steps);
+  if (step < warm) return (double)(step + 1) / (double)warm;
+  const double denom = (double)std::max<int64_t>(1, t.steps - warm);
+  const double prog = std::min(1.0, (double)(step - warm) / denom);
+  if (t.schedule == "constant") return 1.0;
+  if (t.schedule == "linear") return 1.0 - (1.0 - t.final_frac) * prog;
+  return t.final_frac + (1.0 - t.final_frac) * 0.5 * (1.0 + std::cos(M_PI * prog));
+}
+
+void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
+               const std::function<void(int64_t, const std::map<std::string, double>&)>& progress) {
+  const TrainConfig& tc = spd.cfg.train;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<Tensor> comp = spd.cm.component_params(), cip = spd.cm.ci_params();
+  if (tc.faith_warmup_steps > 0) {
+    // AdamW on U, V alone towards W (METHODS 3.4, faithfulness warmup).
+    Adam warm(comp, tc.faith_warmup_lr, 0.9, 0.999, 1e-8, tc.faith_warmup_wd);
+    for (int64_t s = 0; s < tc.faith_warmup_steps; ++s) {
+      for (auto& p : comp) p.zero_grad();
+      ad::backward(spd.faithfulness());
+      warm.step(1.0);
+    }
+  }
+  Adam opt_comp(comp, tc.lr), opt_ci(cip, tc.lr);
+  for (int64_t step = 0; step < tc.steps; ++step) {
+    const double frac = (double)step / (double)std::max<int64_t>(1, tc.steps);
+    const bool log_now = step % tc.log_every == 0 || step + 1 == tc.steps;
+    Batch b = spd.target.sample(tc.batch_size, rng);
+    for (auto& p : comp) p.zero_grad();
+    for (auto& p : cip) p.zero_grad();
+    std::map<std::string, double> vals;
+    Tensor loss = spd.total_loss(b, frac, rng, log_now ? &vals : nullptr, log_now);
+    ad::backward(loss);
+    if (tc.clip_components > 0) clip_grad_norm(comp, tc.clip_components);
+    if (tc.clip_ci > 0) clip_grad_norm(cip, tc.clip_ci);
+    const double f = lr_factor(tc, step);
+    opt_comp.step(f);
+    opt_ci.step(f);
+    if (log_now) {
+      vals["lr"] = tc.lr * f;
+      if (log) {
+        log->steps.push_back(step);
+        for (auto& kv : vals) log->values[kv.first].push_back(kv.second);
+      }
+      if (progress) progress(step, vals);
+    }
+  }
+  if (log) log->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace decomp

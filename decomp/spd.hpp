@@ -1,0 +1,156 @@
+// Stochastic Parameter Decomposition (METHODS section 3): masks, routing, every loss term and
+// the training loop. Loss terms are configured by name and coefficient; mask sources (the
+// random r of m = g + (1 - g) r) are ordinary tensors, so adversarial methods (VPD) can make
+// them leaves and differentiate with respect to them.
+#pragma once
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "decomp/component_model.hpp"
+
+namespace decomp {
+
+// ---- the model being decomposed -------------------------------------------------------------
+struct Batch {
+  ad::Tensor x;       // [B, n_in] float inputs (toy models), or undefined
+  ad::Indices ids;    // token ids (sequence models)
+  int64_t size = 0;   // number of examples
+};
+
+enum class Distance { mse, kl };
+Distance parse_distance(const std::string& s);
+
+struct Target {
+  std::string name;
+  std::vector<LayerSpec> layers;  // the layers to decompose, in forward order
+  // The target's forward; every decomposed layer goes through apply_linear/apply_embedding.
+  std::function<ad::Tensor(const Batch&, models::ForwardHooks*)> forward;
+  std::function<Batch(int64_t batch_size, ad::Rng&)> sample;
+  Distance distance = Distance::mse;
+  int64_t n_features = 0;  // > 0: inputs are feature vectors; one-hot identity-CI checks apply
+  ad::DType dtype = ad::DType::f32;
+};
+
+// ---- configuration --------------------------------------------------------------------------
+enum class Routing { all, layerwise, uniform_k, static_p };
+Routing parse_routing(const std::string& s);
+enum class Sampling { continuous, binomial };
+
+struct LossTermConfig {
+  std::string name;  // faithfulness | stochastic_recon | stochastic_recon_layerwise |
+                     // stochastic_recon_subset | ci_masked_recon | unmasked_recon |
+                     // importance_minimality
+  double coeff = 1.0;  // 0: computed as a monitor only (at log steps, no gradient)
+  // stochastic recon terms
+  Routing routing = Routing::all;
+  double route_p = 0.5;  // static_p routing: probability that a layer is masked
+  int n_mask_samples = 1;
+  // importance minimality: p annealed linearly from p to p_final over [anneal_start, anneal_end]
+  double p = 1.0, p_final = -1.0, anneal_start = 0.0, anneal_end = 1.0;
+  double beta = 0.0;  // VPD's frequency term coefficient
+  double p_at(double frac) const;
+};
+
+struct TrainConfig {
+  int64_t steps = 1000, batch_size = 1024;
+  double lr = 1e-3;
+  std::string schedule = "cosine";  // cosine | linear | constant (after warmup)
+  double warmup_frac = 0.0, final_frac = 0.0;
+  double clip_components = 0.0, clip_ci = 0.0;  // global grad-norm clip per group; 0 = off
+  int64_t faith_warmup_steps = 0;
+  double faith_warmup_lr = 1e-2, faith_warmup_wd = 0.1;
+  int64_t log_every = 100;
+};
+
+struct SPDConfig {
+  ComponentModelOptions model;
+  std::vector<LossTermConfig> losses;
+  Sampling sampling = Sampling::continuous;
+  bool delta = true;
+  double leaky_alpha = 0.01;
+  TrainConfig train;
+  uint64_t seed = 0;
+  double ci_threshold = 0.1;
+  int64_t eval_batch = 10000;
+};
+
+// Parses the "decomposition" part of a config (everything but the target). `where` names the
+// file in error messages. Unknown keys are errors.
+SPDConfig parse_spd_config(const nlohmann::json& j, const std::string& where);
+
+// ---- per-step computation -------------------------------------------------------------------
+// The target pass and CI values one step needs.
+struct StepState {
+  ad::Tensor target_out;              // f_target(x), constant
+  std::vector<ad::Tensor> inputs;     // target's input to each decomposed layer, constant
+  std::vector<ad::Tensor> z;          // CI pre-sigmoid [..., C]
+  std::vector<ad::Tensor> g_lower;    // lower-leaky CI (masks, CI-masked recon)
+  std::vector<ad::Tensor> g_upper;    // upper-leaky CI (importance minimality)
+};
+
+class SPD {
+ public:
+  SPD(const Target& target, const SPDConfig& cfg, ad::Rng& init_rng);
+
+  const Target& target;
+  SPDConfig cfg;
+  ComponentModel cm;
+
+  // One cached target pass + CI functions. `rng` is used only for the binomial variant.
+  StepState prepare(const Batch& batch, ad::Rng& rng) const;
+
+  // Mask sources r for every layer ([..., C], uniform or Bernoulli(0.5)) and delta sources
+  // [..., 1] -- plain tensors; the caller may make them leaves.
+  struct Sources {
+    std::vector<ad::Tensor> r, r_delta;
+  };
+  Sources draw_sources(const StepState& st, ad::Rng& rng) const;
+  // m = g + (1 - g) r per layer, m_delta = r_delta (undefined when delta is off).
+  std::vector<LayerMask> masks_from(const StepState& st, const Sources& src) const;
+  // Per-example routing masks route_l [B, 1, ..., 1] for uniform-k / static-p subsets.
+  std::vector<ad::Tensor> draw_routes(const StepState& st, Routing routing, double p, ad::Rng& rng) const;
+
+  ad::Tensor distance(const ad::Tensor& out, const ad::Tensor& target_out) const;
+  ad::Tensor forward_masked(const Batch& batch, const std::vector<LayerMask>& masks) const;
+
+  // Loss terms (METHODS 3.4). Each draws fresh masks from rng.
+  ad::Tensor faithfulness() const;
+  ad::Tensor importance_minimality(const StepState& st, double p, double beta) const;
+  ad::Tensor stochastic_recon(const Batch& b, const StepState& st, Routing routing, double route_p,
+                              int n_samples, ad::Rng& rng) const;
+  ad::Tensor ci_masked_recon(const Batch& b, const StepState& st) const;
+  ad::Tensor unmasked_recon(const Batch& b, const StepState& st) const;
+  ad::Tensor term(const LossTermConfig& t, const Batch& b, const StepState& st, double frac, ad::Rng& rng) const;
+
+  // Total training loss (sum of coeff * term over terms with coeff != 0); per-term values
+  // (unweighted) in `values`. With monitors = true, coeff-0 terms are evaluated too.
+  ad::Tensor total_loss(const Batch& b, double frac, ad::Rng& rng, std::map<std::string, double>* values,
+                        bool monitors) const;
+
+  std::vector<ad::Tensor> all_params() const;
+  std::vector<std::string> all_param_names() const;
+};
+
+// KL(softmax(target_logits) || softmax(logits)) over the last dim, mean over positions.
+ad::Tensor kl_distance(const ad::Tensor& target_logits, const ad::Tensor& logits);
+
+// ---- training ---------------------------------------------------------------------------------
+struct TrainLog {
+  std::vector<int64_t> steps;
+  std::map<std::string, std::vector<double>> values;  // per term (+ "total", "lr")
+  double seconds = 0;
+};
+// Faithfulness warmup (if configured), then cfg.train.steps of Adam. `log` may be null.
+// progress(step, values) is called at log steps (may be empty).
+void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
+               const std::function<void(int64_t, const std::map<std::string, double>&)>& progress = {});
+
+// lr multiplier for step `step` of `steps` (linear warmup, then cosine/linear/constant decay
+// to final_frac).
+double lr_factor(const TrainConfig& t, int64_t step);
+
+}  // namespace decomp

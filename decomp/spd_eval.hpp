@@ -1,0 +1,37 @@
+// Evaluation of a trained SPD decomposition: per-layer CI_L0, alive components, identity-CI
+// and dense-k pattern errors on one-hot inputs, TMS MMCS/ML2R, and every loss term on a fresh
+// evaluation batch (METHODS section 5).
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "decomp/metrics.hpp"
+#include "decomp/spd.hpp"
+
+namespace decomp {
+
+struct LayerEval {
+  std::string name;
+  double ci_l0 = 0;             // on the evaluation batch (threshold cfg.ci_threshold)
+  int64_t alive = 0;            // components with CI > threshold on any evaluation example
+  int64_t identity_error = -1;  // on one-hot inputs scaled by 0.75 (-1: not applicable)
+  int64_t dense_k = -1, dense_k_error = -1;  // when the config names k for this layer
+  bool has_mmcs = false;
+  MMCSResult mm;                // TMS only: layers whose d_in is the number of features
+  Mat ci_onehot;                // [n_features, C] CI on one-hot inputs (for heatmaps)
+  std::vector<int64_t> order;   // permuted column order used for the pattern check
+};
+
+struct EvalResult {
+  std::vector<LayerEval> layers;
+  std::map<std::string, double> losses;  // every configured term on the eval batch
+};
+
+// dense_k: layer name -> k of the expected dense-k pattern (others use the identity order).
+EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {});
+
+// Row-major copy of a 2-d tensor, or of a [..., C] tensor flattened to [N, C].
+Mat to_mat(const ad::Tensor& t);
+
+}  // namespace decomp
