@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "decomp/ci_ops.hpp"
+
 namespace decomp {
 
 using ad::Tensor;
@@ -71,13 +73,8 @@ void CIFunction::init(CIType t, const std::vector<int64_t>& hidden_sizes, int64_
 
 Tensor CIFunction::forward(const Tensor& x, const Tensor& h) const {
   if (type == CIType::mlp) {
-    // h: [..., C] -> hidden a = gelu(h_c W1[c] + b1[c]): [..., C, H] -> z_c = a_c . W2[c] + b2[c]
-    const ad::Shape hs = h.shape();
-    ad::Shape h1 = hs;
-    h1.nd += 1;
-    h1.d[h1.nd - 1] = 1;
-    Tensor a = ad::gelu_erf(ad::reshape(h, h1) * params[0] + params[1]);
-    return ad::sum(a * params[2], {-1}) + params[3];
+    // h: [..., C] -> z_c = sum_k W2[c,k] gelu(h_c W1[c,k] + b1[c,k]) + b2[c]  (fused kernel)
+    return ci_scalar_mlp(h, params[0], params[1], params[2], params[3]);
   }
   if (type == CIType::vector_mlp) {
     // x: [..., d_in] -> x W1: [..., C*H] viewed as [..., C, H]

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <set>
 
-#include "decomp/adam.hpp"
+#include "autodiff/optim.hpp"
 
 namespace decomp {
 
@@ -371,14 +371,12 @@ std::vector<std::string> SPD::all_param_names() const {
 }
 
 // ---- training ------------------------------------------------------------------------------------
-double lr_factor(const TrainConfig& t, int64_t step) {
-  const int64_t warm = (int64_t)std::llround(t.warmup_frac * (double)t.steps);
-  if (step < warm) return (double)(step + 1) / (double)warm;
-  const double denom = (double)std::max<int64_t>(1, t.steps - warm);
-  const double prog = std::min(1.0, (double)(step - warm) / denom);
-  if (t.schedule == "constant") return 1.0;
-  if (t.schedule == "linear") return 1.0 - (1.0 - t.final_frac) * prog;
-  return t.final_frac + (1.0 - t.final_frac) * 0.5 * (1.0 + std::cos(M_PI * prog));
+ad::LrSchedule lr_schedule(const TrainConfig& t) {
+  ad::LrSchedule s;
+  s.kind = ad::LrSchedule::parse_kind(t.schedule);
+  s.final_frac = t.final_frac;
+  s.warmup_frac = t.warmup_frac;
+  return s;
 }
 
 void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
@@ -388,30 +386,32 @@ void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
   std::vector<Tensor> comp = spd.cm.component_params(), cip = spd.cm.ci_params();
   if (tc.faith_warmup_steps > 0) {
     // AdamW on U, V alone towards W (METHODS 3.4, faithfulness warmup).
-    Adam warm(comp, tc.faith_warmup_lr, 0.9, 0.999, 1e-8, tc.faith_warmup_wd);
+    ad::AdamW warm({ad::ParamGroup("components", comp)},
+                   ad::AdamConfig{tc.faith_warmup_lr, {0.9, 0.999}, 1e-8, tc.faith_warmup_wd});
     for (int64_t s = 0; s < tc.faith_warmup_steps; ++s) {
-      for (auto& p : comp) p.zero_grad();
+      warm.zero_grad();
       ad::backward(spd.faithfulness());
-      warm.step(1.0);
+      warm.step(tc.faith_warmup_lr);
     }
   }
-  Adam opt_comp(comp, tc.lr), opt_ci(cip, tc.lr);
+  // Adam (no weight decay) with separate gradient-norm clipping for components and CI fns.
+  ad::Adam opt({ad::ParamGroup("components", comp, tc.clip_components), ad::ParamGroup("ci_fns", cip, tc.clip_ci)},
+               ad::AdamConfig{tc.lr, {0.9, 0.999}, 1e-8, 0.0});
+  const ad::LrSchedule sched = lr_schedule(tc);
   for (int64_t step = 0; step < tc.steps; ++step) {
     const double frac = (double)step / (double)std::max<int64_t>(1, tc.steps);
     const bool log_now = step % tc.log_every == 0 || step + 1 == tc.steps;
     Batch b = spd.target.sample(tc.batch_size, rng);
-    for (auto& p : comp) p.zero_grad();
-    for (auto& p : cip) p.zero_grad();
+    opt.zero_grad();
     std::map<std::string, double> vals;
     Tensor loss = spd.total_loss(b, frac, rng, log_now ? &vals : nullptr, log_now);
     ad::backward(loss);
-    if (tc.clip_components > 0) clip_grad_norm(comp, tc.clip_components);
-    if (tc.clip_ci > 0) clip_grad_norm(cip, tc.clip_ci);
-    const double f = lr_factor(tc, step);
-    opt_comp.step(f);
-    opt_ci.step(f);
+    const double lr = sched.lr_at(tc.lr, step, tc.steps);
+    opt.step(lr);
     if (log_now) {
-      vals["lr"] = tc.lr * f;
+      vals["lr"] = lr;
+      vals["grad_norm_components"] = opt.last_grad_norm(0);
+      vals["grad_norm_ci"] = opt.last_grad_norm(1);
       if (log) {
         log->steps.push_back(step);
         for (auto& kv : vals) log->values[kv.first].push_back(kv.second);

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/optim.hpp"
 #include "decomp/component_model.hpp"
 
 namespace decomp {
@@ -149,8 +150,7 @@ struct TrainLog {
 void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
                const std::function<void(int64_t, const std::map<std::string, double>&)>& progress = {});
 
-// lr multiplier for step `step` of `steps` (linear warmup, then cosine/linear/constant decay
-// to final_frac).
-double lr_factor(const TrainConfig& t, int64_t step);
+// The configured schedule: linear warmup, then cosine/linear/constant decay to final_frac.
+ad::LrSchedule lr_schedule(const TrainConfig& t);
 
 }  // namespace decomp

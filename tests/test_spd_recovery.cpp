@@ -16,7 +16,7 @@ TEST_CASE("spd: TMS 5-2 decomposition recovers the five features (slow-ish, ~ten
     "losses": [{"name": "importance_minimality", "coeff": 3e-3, "p": 1},
                {"name": "stochastic_recon", "coeff": 1},
                {"name": "stochastic_recon_layerwise", "coeff": 1}],
-    "train": {"steps": 2000, "batch_size": 1024, "lr": 3e-3, "schedule": "cosine", "log_every": 250}
+    "train": {"steps": 1500, "batch_size": 1024, "lr": 3e-3, "schedule": "cosine", "log_every": 250}
   })");
   decomp::SPDConfig cfg = decomp::parse_spd_config(j, "test config");
   ad::Rng rng(cfg.seed);

@@ -1,0 +1,14 @@
+// Fused kernels for the CI functions (the composed ops spend most of an SPD step in
+// broadcasting and separate GELU passes). Gradients are audited in tests/test_spd_ops.cpp.
+#pragma once
+#include "autodiff/ops.hpp"
+
+namespace decomp {
+
+// The `mlp` CI function for all C components at once (METHODS 3.2):
+//   z[n, c] = sum_k W2[c, k] gelu(h[n, c] W1[c, k] + b1[c, k]) + b2[c]
+// h: [..., C]; W1, b1, W2: [C, H]; b2: [C]  ->  z: [..., C]. GELU is the erf form.
+ad::Tensor ci_scalar_mlp(const ad::Tensor& h, const ad::Tensor& W1, const ad::Tensor& b1, const ad::Tensor& W2,
+                         const ad::Tensor& b2);
+
+}  // namespace decomp
