@@ -1,0 +1,343 @@
+// SPD unit tests: loss values against hand computations on tiny cases, finite-difference
+// audits of every loss term and CI function type, mask and routing statistics, metrics.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "decomp/ci_ops.hpp"
+#include "decomp/metrics.hpp"
+#include "decomp/spd_eval.hpp"
+#include "tests/audit.hpp"
+#include "tests/spd_test_util.hpp"
+
+using ad::Tensor;
+
+namespace {
+
+// One linear layer y = x W^T + b, W [2, 3], decomposed with C = 2.
+struct OneLinear {
+  Tensor W = ad::from_vector({1, 2, 0, -1, 0.5, 3}, {2, 3}, ad::DType::f64);
+  Tensor b = ad::from_vector({0.1, -0.2}, {2}, ad::DType::f64);
+  decomp::Target target() const {
+    decomp::Target t;
+    t.dtype = ad::DType::f64;
+    t.layers.push_back({"fc", W, false, ""});
+    Tensor Wc = W, bc = b;
+    t.forward = [Wc, bc](const decomp::Batch& bt, models::ForwardHooks* hk) {
+      return models::apply_linear(hk, "fc", bt.x, Wc, bc);
+    };
+    t.sample = [](int64_t B, ad::Rng& rng) {
+      decomp::Batch bt;
+      bt.size = B;
+      bt.x = ad::rand_uniform({B, 3}, -1, 1, rng, ad::DType::f64);
+      return bt;
+    };
+    return t;
+  }
+};
+
+decomp::SPDConfig small_config(const std::string& ci = "mlp", bool delta = true) {
+  nlohmann::json j = {{"C", 2},
+                      {"ci_fn", {{"type", ci}, {"hidden", {3}}}},
+                      {"delta", delta},
+                      {"losses", {{{"name", "stochastic_recon"}, {"coeff", 1}}}}};
+  return decomp::parse_spd_config(j, "test");
+}
+
+void set(Tensor& t, const std::vector<double>& v) {
+  REQUIRE(t.numel() == (int64_t)v.size());
+  for (size_t i = 0; i < v.size(); ++i) t.set_item((int64_t)i, v[i]);
+}
+
+}  // namespace
+
+TEST_CASE("spd: faithfulness equals the hand-computed Frobenius residual") {
+  OneLinear m;
+  decomp::Target t = m.target();
+  ad::Rng rng(1);
+  decomp::SPD spd(t, small_config(), rng);
+  // V [3, 2], U [2, 2]: V U = [[1, 0], [0, 1], [1, 1]]; W^T = [[1, -1], [2, 0.5], [0, 3]]
+  set(spd.cm.layers[0].V, {1, 0, 0, 1, 1, 1});
+  set(spd.cm.layers[0].U, {1, 0, 0, 1});
+  // residual: [[0, -1], [2, -0.5], [-1, 2]] -> squares 0 + 1 + 4 + 0.25 + 1 + 4 = 10.25, / 6
+  CHECK(spd.faithfulness().item() == doctest::Approx(10.25 / 6).epsilon(1e-12));
+}
+
+TEST_CASE("spd: importance minimality (p, beta) equals the hand-computed value") {
+  OneLinear m;
+  decomp::Target t = m.target();
+  ad::Rng rng(1);
+  decomp::SPD spd(t, small_config(), rng);
+  decomp::StepState st;
+  st.g_upper = {ad::from_vector({0.5, 0, 1, 0.25}, {2, 2}, ad::DType::f64)};
+  // p = 1: S = [1.5, 0.25], f = S / 2, sum f = 0.875 (+ the 1e-12 shifts)
+  CHECK(spd.importance_minimality(st, 1.0, 0.0).item() == doctest::Approx(0.875).epsilon(1e-9));
+  // p = 2: S = [1.25, 0.0625] -> 0.65625
+  CHECK(spd.importance_minimality(st, 2.0, 0.0).item() == doctest::Approx(0.65625).epsilon(1e-9));
+  // beta = 0.5, p = 1: + 0.5 (0.75 log2 2.5 + 0.125 log2 1.25)
+  const double want = 0.875 + 0.5 * (0.75 * std::log2(2.5) + 0.125 * std::log2(1.25));
+  CHECK(spd.importance_minimality(st, 1.0, 0.5).item() == doctest::Approx(want).epsilon(1e-9));
+  // two layers are summed
+  st.g_upper.push_back(ad::from_vector({1, 1, 1, 1}, {2, 2}, ad::DType::f64));
+  CHECK(spd.importance_minimality(st, 1.0, 0.0).item() == doctest::Approx(0.875 + 2.0).epsilon(1e-9));
+  // p annealing: linear between the fractions
+  decomp::LossTermConfig lt;
+  lt.p = 2, lt.p_final = 0.5, lt.anneal_start = 0.2, lt.anneal_end = 0.6;
+  CHECK(lt.p_at(0.1) == 2.0);
+  CHECK(lt.p_at(0.4) == doctest::Approx(1.25));
+  CHECK(lt.p_at(0.9) == 0.5);
+}
+
+TEST_CASE("spd: masked forward with delta equals (h*m)U + m_delta (x W^T - hU) + b") {
+  OneLinear m;
+  decomp::Target t = m.target();
+  ad::Rng rng(1);
+  decomp::SPD spd(t, small_config(), rng);
+  set(spd.cm.layers[0].V, {1, 0, 0, 1, 1, 1});
+  set(spd.cm.layers[0].U, {1, 0, 0, 1});
+  Tensor x = ad::from_vector({1, 2, 3}, {1, 3}, ad::DType::f64);
+  decomp::LayerMask mk;
+  mk.m = ad::from_vector({0.5, 0.25}, {1, 2}, ad::DType::f64);
+  mk.m_delta = ad::from_vector({0.4}, {1, 1}, ad::DType::f64);
+  // h = x V = [4, 5]; (h*m) U = [2, 1.25]; x W^T = [5, 9]; h U = [4, 5];
+  // out = [2, 1.25] + 0.4 [1, 4] + [0.1, -0.2] = [2.5, 2.65]
+  Tensor out = spd.cm.masked_forward(0, x, m.b, mk);
+  CHECK(out.item(0) == doctest::Approx(2.5));
+  CHECK(out.item(1) == doctest::Approx(2.65));
+  // without delta: [2.1, 1.05]
+  mk.m_delta = Tensor();
+  out = spd.cm.masked_forward(0, x, m.b, mk);
+  CHECK(out.item(0) == doctest::Approx(2.1));
+  CHECK(out.item(1) == doctest::Approx(1.05));
+  // routed off (route 0): exactly the target x W^T + b
+  mk.route = ad::zeros({1, 1}, ad::DType::f64);
+  out = spd.cm.masked_forward(0, x, m.b, mk);
+  CHECK(out.item(0) == doctest::Approx(5.1));
+  CHECK(out.item(1) == doctest::Approx(8.8));
+}
+
+TEST_CASE("spd: recon losses equal hand-assembled MSEs; unmasked with exact VU is 0") {
+  OneLinear m;
+  decomp::Target t = m.target();
+  ad::Rng rng(1);
+  decomp::SPD spd(t, small_config(), rng);
+  // Exact rank-2 decomposition of W^T [3, 2]: V = W^T, U = I  -> unmasked recon = 0.
+  set(spd.cm.layers[0].V, {1, -1, 2, 0.5, 0, 3});
+  set(spd.cm.layers[0].U, {1, 0, 0, 1});
+  decomp::Batch b = t.sample(4, rng);
+  decomp::StepState st = spd.prepare(b, rng);
+  CHECK(spd.unmasked_recon(b, st).item() == doctest::Approx(0).epsilon(1e-20));
+  CHECK(spd.faithfulness().item() == doctest::Approx(0).epsilon(1e-20));
+  // CI-masked: m = g, no delta:  out = (h*g) U + b, D = mean of squared differences
+  Tensor h = ad::matmul(b.x, spd.cm.layers[0].V);
+  double want = 0;
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t o = 0; o < 2; ++o) {
+      double y = m.b.item(o), yt = m.b.item(o);
+      for (int64_t c = 0; c < 2; ++c) {
+        y += h.item(i * 2 + c) * st.g_lower[0].item(i * 2 + c) * spd.cm.layers[0].U.item(c * 2 + o);
+        yt += h.item(i * 2 + c) * spd.cm.layers[0].U.item(c * 2 + o);
+      }
+      want += (y - yt) * (y - yt) / 8;
+    }
+  CHECK(spd.ci_masked_recon(b, st).item() == doctest::Approx(want).epsilon(1e-10));
+  // Stochastic recon with exact components: out = (h*(m - md)) U + md (h U) + b, so the
+  // error is h*(m-1)*(1-md)... checked against the same sources drawn from a copy of the rng.
+  ad::Rng r1(77), r2(77);
+  const double got = spd.stochastic_recon(b, st, decomp::Routing::all, 0.5, 1, r1).item();
+  decomp::SPD::Sources src = spd.draw_sources(st, r2);
+  double want2 = 0;
+  for (int64_t i = 0; i < 4; ++i)
+    for (int64_t o = 0; o < 2; ++o) {
+      double diff = 0;
+      const double md = src.r_delta[0].item(i);
+      for (int64_t c = 0; c < 2; ++c) {
+        const double g = st.g_lower[0].item(i * 2 + c), mm = g + (1 - g) * src.r[0].item(i * 2 + c);
+        diff += h.item(i * 2 + c) * (mm - md) * spd.cm.layers[0].U.item(c * 2 + o);
+      }
+      // exact decomposition: x W^T = h U, so out - target = sum_c h (m - md) U + md hU - hU
+      double hu = 0;
+      for (int64_t c = 0; c < 2; ++c) hu += h.item(i * 2 + c) * spd.cm.layers[0].U.item(c * 2 + o);
+      diff += md * hu - hu;
+      want2 += diff * diff / 8;
+    }
+  CHECK(got == doctest::Approx(want2).epsilon(1e-10));
+}
+
+TEST_CASE("spd: KL distance equals the hand-computed value") {
+  Tensor tgt = ad::from_vector({std::log(3.0), 0, 0, 0}, {2, 2}, ad::DType::f64);
+  Tensor q = ad::from_vector({0, 0, 0, std::log(4.0)}, {2, 2}, ad::DType::f64);
+  // row 0: p = (.75, .25), q = (.5, .5); row 1: p = (.5, .5), q = (.2, .8)
+  const double r0 = 0.75 * std::log(1.5) + 0.25 * std::log(0.5);
+  const double r1 = 0.5 * std::log(0.5 / 0.2) + 0.5 * std::log(0.5 / 0.8);
+  CHECK(decomp::kl_distance(tgt, q).item() == doctest::Approx((r0 + r1) / 2).epsilon(1e-12));
+  ad::Rng rng(3);
+  Tensor t3 = audit::input({3, 4}, rng, -2, 2, false);
+  auto r = ad::gradcheck([&](const std::vector<Tensor>& in) { return decomp::kl_distance(t3, in[0]); },
+                         {audit::input({3, 4}, rng)});
+  CHECK_MESSAGE(r.ok, r.report);
+}
+
+AUDIT_CASE("ci_scalar_mlp (SPD's fused mlp CI function)") {
+  ad::Rng rng(11);
+  std::vector<Tensor> in = {audit::input({3, 2, 4}, rng, -2, 2), audit::input({4, 5}, rng, -2, 2),
+                            audit::input({4, 5}, rng), audit::input({4, 5}, rng), audit::input({4}, rng)};
+  auto r = ad::gradcheck([](const std::vector<Tensor>& x) { return decomp::ci_scalar_mlp(x[0], x[1], x[2], x[3], x[4]); },
+                         in);
+  CHECK_MESSAGE(r.ok, r.report);
+}
+
+TEST_CASE("spd: fused mlp CI kernel (float, AVX2 GELU) matches the composed float64 ops") {
+  ad::Rng rng(5);
+  Tensor h = ad::rand_uniform({37, 3}, -4, 4, rng, ad::DType::f64), W1 = ad::rand_normal({3, 16}, 0, 1.4, rng, ad::DType::f64),
+         b1 = ad::rand_normal({3, 16}, 0, 1, rng, ad::DType::f64), W2 = ad::rand_normal({3, 16}, 0, 0.25, rng, ad::DType::f64),
+         b2 = ad::rand_normal({3}, 0, 1, rng, ad::DType::f64);
+  Tensor ref = ad::sum(ad::gelu_erf(ad::reshape(h, {37, 3, 1}) * W1 + b1) * W2, {-1}) + b2;
+  auto f32 = [](const Tensor& t) { return ad::to_dtype(t, ad::DType::f32); };
+  Tensor got = decomp::ci_scalar_mlp(f32(h), f32(W1), f32(b1), f32(W2), f32(b2));
+  double maxerr = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) maxerr = std::max(maxerr, std::fabs(ref.item(i) - got.item(i)));
+  CHECK(maxerr < 2e-5);
+}
+
+// Gradient audit of every loss term x CI function type, float64, all parameters (sampled
+// coordinates). The lower leaky sigmoid's backward is deliberately not a derivative (it
+// passes alpha*g for z <= 0 when g < 0), so these audits use leaky_alpha = 0, under which
+// it is the true derivative of clamp; the leak itself is audited with the engine's ops.
+TEST_CASE("spd: gradient audit of every loss term and CI function type (float64, finite differences)") {
+  for (const char* ci : {"mlp", "vector_mlp", "shared_mlp", "global"}) {
+    for (const char* term : {"faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "stochastic_recon_subset",
+                             "ci_masked_recon", "unmasked_recon", "importance_minimality"}) {
+      for (bool binomial : {false, true}) {
+        if (binomial && std::string(term) != "stochastic_recon") continue;
+        spd_test::TinyTMS tms(5, 2, true, ad::DType::f64);
+        decomp::Target t = tms.target();
+        nlohmann::json j = {{"C", 3},
+                            {"ci_fn", {{"type", std::string(ci) == "global" ? "mlp" : ci}, {"hidden", {4}}, {"global", std::string(ci) == "global"}}},
+                            {"leaky_alpha", 0.0},
+                            {"sampling", binomial ? "binomial" : "continuous"},
+                            {"losses", {{{"name", term}, {"coeff", 1}, {"p", 1.5}, {"beta", 0.3}}}}};
+        decomp::SPDConfig cfg = decomp::parse_spd_config(j, "audit");
+        ad::Rng rng(2);
+        decomp::SPD spd(t, cfg, rng);
+        ad::Rng data_rng(9);
+        t.sample = [&tms](int64_t B, ad::Rng& r) {  // denser data so every feature shows up
+          decomp::Batch b;
+          b.size = B;
+          b.x = ad::rand_uniform({B, 5}, 0, 1, r, ad::DType::f64);
+          (void)tms;
+          return b;
+        };
+        decomp::Batch b = t.sample(6, data_rng);
+        std::vector<Tensor> params = spd.all_params();
+        auto f = [&](const std::vector<Tensor>&) {
+          ad::Rng r(123);  // identical masks in every evaluation
+          decomp::StepState st = spd.prepare(b, r);
+          return spd.term(cfg.losses[0], b, st, 0.5, r);
+        };
+        ad::GradcheckOptions o;
+        o.max_coords_per_input = 6;
+        auto res = ad::gradcheck(f, params, o);
+        INFO("CI " << ci << ", term " << term << (binomial ? " (binomial)" : ""));
+        CHECK_MESSAGE(res.ok, res.report);
+      }
+    }
+  }
+}
+
+TEST_CASE("spd: mask and routing statistics") {
+  spd_test::TinyTMS tms(5, 2, true, ad::DType::f64);
+  decomp::Target t = tms.target();
+  nlohmann::json j = {{"C", 4}, {"losses", {{{"name", "stochastic_recon"}, {"coeff", 1}}}}};
+  ad::Rng init(1);
+  decomp::SPD spd(t, decomp::parse_spd_config(j, "t"), init);
+  decomp::StepState st;
+  const int64_t B = 20000;
+  for (int l = 0; l < 3; ++l) st.g_lower.push_back(ad::full({B, 4}, 0.3, ad::DType::f64));
+  ad::Rng rng(4);
+  // continuous: m = g + (1-g) r, r ~ U(0,1): mean 0.3 + 0.7/2 = 0.65, min >= g
+  auto masks = spd.masks_from(st, spd.draw_sources(st, rng));
+  double s = 0, mn = 1, sd = 0;
+  for (int64_t i = 0; i < B * 4; ++i) s += masks[0].m.item(i), mn = std::min(mn, masks[0].m.item(i));
+  for (int64_t i = 0; i < B; ++i) sd += masks[0].m_delta.item(i);
+  CHECK(s / (B * 4) == doctest::Approx(0.65).epsilon(0.01));
+  CHECK(mn >= 0.3);
+  CHECK(sd / B == doctest::Approx(0.5).epsilon(0.02));
+  // binomial: r in {0, 1} -> m in {g, 1}, half each
+  spd.cfg.sampling = decomp::Sampling::binomial;
+  masks = spd.masks_from(st, spd.draw_sources(st, rng));
+  int64_t ones = 0, gs = 0;
+  for (int64_t i = 0; i < B * 4; ++i) {
+    const double v = masks[0].m.item(i);
+    ones += std::fabs(v - 1) < 1e-12, gs += std::fabs(v - 0.3) < 1e-12;
+  }
+  CHECK(ones + gs == B * 4);
+  CHECK((double)ones / (B * 4) == doctest::Approx(0.5).epsilon(0.02));
+  // uniform-k over M = 3 layers: k uniform on {1,2,3}; each layer routed w.p. (M+1)/(2M) = 2/3
+  auto routes = spd.draw_routes(st, decomp::Routing::uniform_k, 0, rng);
+  int64_t count_k[4] = {0, 0, 0, 0}, per_layer[3] = {0, 0, 0};
+  for (int64_t b = 0; b < B; ++b) {
+    int k = 0;
+    for (int l = 0; l < 3; ++l) k += routes[l].item(b) > 0.5, per_layer[l] += routes[l].item(b) > 0.5;
+    count_k[k]++;
+  }
+  CHECK(count_k[0] == 0);
+  for (int k = 1; k <= 3; ++k) CHECK((double)count_k[k] / B == doctest::Approx(1.0 / 3).epsilon(0.04));
+  for (int l = 0; l < 3; ++l) CHECK((double)per_layer[l] / B == doctest::Approx(2.0 / 3).epsilon(0.03));
+  // static p = 0.25
+  routes = spd.draw_routes(st, decomp::Routing::static_p, 0.25, rng);
+  int64_t on = 0;
+  for (int64_t b = 0; b < B; ++b) on += routes[1].item(b) > 0.5;
+  CHECK((double)on / B == doctest::Approx(0.25).epsilon(0.05));
+}
+
+TEST_CASE("spd: metrics (Hungarian, identity and dense-k patterns, CI_L0, MMCS/ML2R)") {
+  decomp::Mat s(3, 4);
+  // best assignment: row0->col2 (9), row1->col0 (8), row2->col3 (7) = 24
+  s.a = {1, 2, 9, 0, 8, 7, 1, 0, 0, 6, 0, 7};
+  auto a = decomp::hungarian_max(s);
+  CHECK(a == std::vector<int64_t>{2, 0, 3});
+  // identity pattern: permuted identity with one extra dead column -> 0 errors
+  decomp::Mat ci(3, 4);
+  ci.a = {0, 0, 1, 0, 0.95, 0, 0, 0, 0, 0, 0, 1};
+  std::vector<int64_t> order;
+  CHECK(decomp::identity_ci_error(ci, &order) == 0);
+  CHECK(order == std::vector<int64_t>{2, 0, 3, 1});
+  ci(0, 1) = 0.2;  // one off-diagonal error
+  ci(1, 0) = 0.5;  // one weak diagonal
+  CHECK(decomp::identity_ci_error(ci) == 2);
+  // dense-k: two columns fully on, rest off -> 0 errors for k = 2; k = 3 misses one
+  decomp::Mat d(3, 4);
+  d.a = {1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0.05};
+  CHECK(decomp::dense_k_error(d, 2) == 0);
+  CHECK(decomp::dense_k_error(d, 3) == 1);
+  CHECK(decomp::ci_l0(d, 0.1) == doctest::Approx(2.0));
+  CHECK(decomp::alive_components(d, 0.1) == 2);
+  CHECK(decomp::alive_components(d, 0.01) == 3);
+  // MMCS/ML2R: exact per-column rank-1 decomposition of W [2, 3] -> 1, 1; halved -> ML2R 0.5
+  decomp::Mat W(2, 3), V(3, 3), U(3, 2);
+  W.a = {1, 0, 2, 0, 3, 1};
+  for (int j = 0; j < 3; ++j) {
+    V(j, j) = 1;
+    U(j, 0) = W(0, j), U(j, 1) = W(1, j);
+  }
+  auto r = decomp::mmcs_ml2r(W, V, U);
+  CHECK(r.mmcs == doctest::Approx(1));
+  CHECK(r.ml2r == doctest::Approx(1));
+  for (int j = 0; j < 3; ++j) V(j, j) = 0.5;
+  r = decomp::mmcs_ml2r(W, V, U);
+  CHECK(r.mmcs == doctest::Approx(1));
+  CHECK(r.ml2r == doctest::Approx(0.5));
+}
+
+TEST_CASE("spd: config errors name the file and field") {
+  nlohmann::json j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"coef", 1}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("cfg.json: losses[0]: unknown key 'coef'"));
+  j = {{"C", 2}, {"losses", {{{"name", "stochastic"}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("unknown loss term 'stochastic'"));
+  j = {{"C", 2}, {"ci_fn", {{"type", "mlp"}, {"hidden", {4, 4}}}}, {"losses", {{{"name", "faithfulness"}}}}};
+  OneLinear m;
+  decomp::Target t = m.target();
+  ad::Rng rng(1);
+  CHECK_THROWS_WITH(decomp::SPD(t, decomp::parse_spd_config(j, "c"), rng), doctest::Contains("exactly one hidden layer"));
+}
