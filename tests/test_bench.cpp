@@ -1,0 +1,34 @@
+// The benchmark registry (figures only: these tests check the plumbing, not the speed).
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <stdexcept>
+
+#include "experiments/bench.hpp"
+
+TEST_CASE("bench: engine workloads are registered and a quick run reports its fields") {
+  auto& reg = pd::bench_registry();
+  for (const char* name : {"sgemm", "tape_overhead", "mlp_train_step", "memory"}) {
+    INFO(name);
+    REQUIRE(reg.count(name));
+    CHECK(reg.at(name).engine_default);
+  }
+  pd::BenchOptions opt;
+  opt.quick = true;
+  opt.min_seconds = 0.01;
+  auto lines = pd::run_bench("tape_overhead", opt);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].begin().key() == "bench");  // "bench" comes first in every line
+  CHECK(lines[0]["bench"] == "tape_overhead");
+  CHECK(lines[0]["fwd_bwd_ns_per_op"].get<double>() > 0);
+  CHECK(lines[0]["max_rss_kb"].get<int64_t>() > 0);
+  CHECK_THROWS_AS(pd::run_bench("no_such_workload", opt), std::runtime_error);
+}
+
+TEST_CASE("bench: the global operator new counter sees allocations (when compiled in)") {
+  const uint64_t before = pd::new_calls();
+  auto p = std::make_unique<int>(7);
+  if (pd::new_calls_counted()) CHECK(pd::new_calls() >= before + 1);
+  else CHECK(pd::new_calls() == 0);
+  CHECK(*p == 7);
+}
