@@ -209,3 +209,100 @@ TEST_CASE("bounds: same-position coupling term predicts the z=1 layer-2 error") 
   const auto r = run_rotation(net);
   CHECK(r.layers[1].mse_x_active / same_position_coupling_mse(net) == doctest::Approx(1.0).epsilon(0.3));
 }
+
+// ---------------------------------------------------------------- U-AND
+
+#include "experiments/bounds/uand.hpp"
+
+TEST_CASE("bounds: U-AND reads an AND of the only two active features exactly") {
+  Rng rng(21);
+  const auto net = build_uand(400, 3000, 0.2, rng);
+  for (const auto& w : net.wired) REQUIRE(std::is_sorted(w.begin(), w.end()));
+  const auto e = measure_uand(net, 2, 400, rng);
+  // both-active pair: every neuron wired to both sees exactly sum = 2 -> h = 1
+  CHECK(e.bias_both == doctest::Approx(0.0).epsilon(1e-12));
+  CHECK(e.empty_fraction == 0.0);
+  // one-active pair (a on, b off): h_i = [the other active feature is wired to i] -> mean p
+  CHECK(e.bias_one == doctest::Approx(0.2).epsilon(0.15));
+  // no-active pair: needs two active features wired to i for h_i > 0 -> mean ~ p^2 * (l-1 choose ..) small
+  CHECK(e.bias_none < 0.05);
+  CHECK_THROWS_AS(build_uand(1, 10, 0.1, rng), std::invalid_argument);
+  CHECK_THROWS_AS(measure_uand(net, 1, 10, rng), std::invalid_argument);
+}
+
+TEST_CASE("bounds: U-AND noise falls with d at fixed p") {
+  Rng rng(22);
+  const auto small = measure_uand(build_uand(1000, 500, 0.15, rng), 3, 600, rng);
+  const auto large = measure_uand(build_uand(1000, 8000, 0.15, rng), 3, 600, rng);
+  // 16x the neurons: the noise part should shrink ~4x (1/sqrt(d)); accept 2.5x..6x
+  const double ratio = small.noise_rms / large.noise_rms;
+  CHECK(ratio > 2.5);
+  CHECK(ratio < 6.0);
+}
+
+// ---------------------------------------------------------------- TMS
+
+#include "autodiff/gradcheck.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/random.hpp"
+#include "experiments/bounds/tms_sweep.hpp"
+
+TEST_CASE("bounds: TMS importance-weighted loss gradient matches finite differences") {
+  ad::Rng rng(31);
+  const int n = 7, m = 3, B = 6;
+  ad::Tensor W = ad::rand_normal({m, n}, 0.0, 0.6, rng, ad::DType::f64);
+  ad::Tensor b = ad::rand_normal({n}, 0.1, 0.3, rng, ad::DType::f64);
+  ad::Tensor x = ad::rand_uniform({B, n}, 0.0, 1.0, rng, ad::DType::f64);
+  std::vector<double> imp(n);
+  for (int i = 0; i < n; ++i) imp[i] = std::pow(0.7, i);
+  const ad::Tensor importance = ad::from_vector(imp, {n}, ad::DType::f64);
+  W.requires_grad_();
+  b.requires_grad_();
+  const auto res = ad::gradcheck(
+      [&](const std::vector<ad::Tensor>& in) { return tms_loss(in[0], in[1], x, importance); }, {W, b});
+  INFO(res.report);
+  CHECK(res.ok);
+  CHECK(res.coords_checked == m * n + n);
+  // and the value is the importance-weighted mean squared error
+  const auto Wv = W.to_vector(), bv = b.to_vector(), xv = x.to_vector();
+  double expect = 0;
+  for (int r = 0; r < B; ++r)
+    for (int i = 0; i < n; ++i) {
+      double y = bv[i];
+      for (int k = 0; k < m; ++k) {
+        double h = 0;
+        for (int j = 0; j < n; ++j) h += Wv[k * n + j] * xv[r * n + j];
+        y += h * Wv[k * n + i];
+      }
+      y = std::max(y, 0.0);
+      expect += imp[i] * (y - xv[r * n + i]) * (y - xv[r * n + i]) / (B * n);
+    }
+  CHECK(tms_loss(W, b, x, importance).item() == doctest::Approx(expect).epsilon(1e-12));
+}
+
+TEST_CASE("bounds: feature dimensionality is 1, 1/2 and 2/5 on the known geometries") {
+  // W [m=2, n=5]: feature 0 alone on axis 0; features 1,2 antipodal on axis 1; 3,4 zero.
+  std::vector<double> W = {1, 0, 0, 0, 0,  //
+                           0, 1, -1, 0, 0};
+  auto D = feature_dimensionalities(W, 2, 5);
+  CHECK(D[0] == doctest::Approx(1.0));
+  CHECK(D[1] == doctest::Approx(0.5));
+  CHECK(D[2] == doctest::Approx(0.5));
+  CHECK(D[3] == 0.0);
+  // regular pentagon of unit vectors in 2D: D_i = 2/5
+  std::vector<double> P(10);
+  for (int i = 0; i < 5; ++i) P[i] = std::cos(2 * M_PI * i / 5), P[5 + i] = std::sin(2 * M_PI * i / 5);
+  for (double d : feature_dimensionalities(P, 2, 5)) CHECK(d == doctest::Approx(0.4));
+}
+
+TEST_CASE("bounds: dense TMS learns m orthogonal features, sparse TMS superposes (short runs)") {
+  TmsSweepConfig cfg;
+  cfg.steps = 1200;
+  cfg.batch = 512;
+  const auto dense = train_tms(cfg, 0.0, 5);
+  CHECK(dense.represented == 5);
+  CHECK(dense.frob2 == doctest::Approx(5.0).epsilon(0.15));
+  const auto sparse = train_tms(cfg, 0.95, 5);
+  CHECK(sparse.represented > 5);
+  CHECK(sparse.frob2 > 5.5);
+}

@@ -15,6 +15,8 @@
 #include "experiments/bounds/circuits.hpp"
 #include "experiments/bounds/interference.hpp"
 #include "experiments/bounds/report.hpp"
+#include "experiments/bounds/tms_sweep.hpp"
+#include "experiments/bounds/uand.hpp"
 #include "experiments/cli.hpp"
 
 namespace {
@@ -68,6 +70,8 @@ int cmd_bounds(int argc, char** argv) {
   };
   timed("interference", [&] { pd::bounds::run_interference(quick, seed, out, rows); });
   timed("circuits", [&] { pd::bounds::run_circuits(quick, seed, out, rows); });
+  timed("uand", [&] { pd::bounds::run_uand(quick, seed, out, rows); });
+  timed("tms", [&] { pd::bounds::run_tms(quick, seed, out, rows); });
   pd::bounds::write_table_json(out + "/bounds.json", rows);
   pd::bounds::write_table_csv(out + "/bounds.csv", rows);
   std::fputs(pd::bounds::format_table(rows).c_str(), stdout);

@@ -194,9 +194,9 @@ void run_interference(bool quick, std::uint64_t seed, const std::string& out_dir
   // (d) largest reliably readable l against n / (c ln m); c fitted by least squares in log space
   // (log l_max = log(n / ln m) - log c), i.e. c = geometric mean of n / (l_max ln m).
   {
-    const std::vector<int> rn = quick ? std::vector<int>{128, 256, 512} : std::vector<int>{128, 256, 512, 1024};
+    const std::vector<int> rn = quick ? std::vector<int>{256, 512, 1024, 2048} : std::vector<int>{256, 512, 1024, 2048, 4096};
     const std::vector<int> rm = quick ? std::vector<int>{512, 2048} : std::vector<int>{512, 2048, 8192};
-    const int trials = quick ? 60 : 200;
+    const int trials = quick ? 100 : 300;
     const double reliability = 0.9;
     struct Pt { int n, m, lmax; };
     std::vector<Pt> pts;

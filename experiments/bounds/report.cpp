@@ -17,12 +17,13 @@ const char* kind_name(CheckKind k) {
     case CheckKind::Bound: return "bound";
     case CheckKind::Slope: return "slope";
     case CheckKind::Below: return "below";
+    case CheckKind::Above: return "above";
   }
   return "?";
 }
 
 double CheckRow::compare() const {
-  if (kind == CheckKind::Slope) return measured - predicted;
+  if (kind == CheckKind::Slope || kind == CheckKind::Below || kind == CheckKind::Above) return measured - predicted;
   return predicted != 0.0 ? measured / predicted : std::nan("");
 }
 
@@ -37,6 +38,7 @@ bool CheckRow::held() const {
     case CheckKind::Bound: return measured <= tol * predicted;
     case CheckKind::Slope: return std::fabs(measured - predicted) <= tol;
     case CheckKind::Below: return measured <= predicted;
+    case CheckKind::Above: return measured >= predicted;
   }
   return false;
 }
@@ -96,6 +98,8 @@ void write_table_json(const std::string& path, const std::vector<CheckRow>& rows
     j["predicted"] = r.predicted;
     if (r.kind == CheckKind::Slope)
       j["slope_minus_predicted"] = r.compare();
+    else if (r.kind == CheckKind::Below || r.kind == CheckKind::Above)
+      j["measured_minus_threshold"] = r.compare();
     else
       j["ratio"] = r.compare();
     j["tolerance"] = r.tol;
@@ -191,7 +195,7 @@ bool plot_xy(const std::string& dir, const std::string& name, const std::string&
   for (size_t s = 0; s < series.size(); ++s) {
     if (s) g << ", \\\n     ";
     g << gp_quote(dat) << " index " << s << " using 1:2 with "
-      << (series[s].line ? "lines lw 2" : "linespoints pt 7 ps 1.2") << " title " << gp_quote(series[s].title);
+      << (series[s].line ? "lines lw 2" : series[s].scatter ? "points pt 7 ps 1.0" : "linespoints pt 7 ps 1.2") << " title " << gp_quote(series[s].title);
   }
   g << "\n";
   write_file_atomic(gp, g.str());

@@ -10,7 +10,8 @@ namespace pd::bounds {
 //   Bound: held iff measured <= tol * predicted               (prediction is an upper bound)
 //   Slope: measured and predicted are log-log slopes; held iff |measured - predicted| <= tol
 //   Below: held iff measured <= predicted (a hard threshold, tol unused)
-enum class CheckKind { Ratio, Bound, Slope, Below };
+//   Above: held iff measured >= predicted (a hard threshold, tol unused)
+enum class CheckKind { Ratio, Bound, Slope, Below, Above };
 
 struct CheckRow {
   std::string check;     // group: interference, circuits, capacity, uand, tms
@@ -22,7 +23,7 @@ struct CheckRow {
   double tol = 1.5;
   std::string note;  // optional: fitted constants, R^2, regime
   bool held() const;
-  // measured/predicted for Ratio/Bound/Below rows, measured-predicted for Slope rows.
+  // measured/predicted for Ratio/Bound rows, measured-predicted for Slope/Below/Above rows.
   double compare() const;
 };
 
@@ -49,6 +50,7 @@ struct PlotSeries {
   std::string title;
   std::vector<double> x, y;
   bool line = false;
+  bool scatter = false;  // points without connecting lines
 };
 // Writes DIR/NAME.dat and DIR/NAME.gp and runs gnuplot to make DIR/NAME.png (log-log axes unless
 // logx/logy are false). Missing gnuplot: prints a warning and returns false, never throws.
