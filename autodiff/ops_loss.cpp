@@ -53,13 +53,14 @@ static void cross_entropy_backward(Node& o) {
     if (!gx) return;
     const T *px = x.data<T>(), *lse = o.saved[0].data<T>();
     const T g = static_cast<const T*>(o.scratch)[0] / (T)N;
+    T* e = static_cast<T*>(pool_alloc((size_t)V * sizeof(T)));  // one softmax row
     for (int64_t n = 0; n < N; ++n) {
-      const T* xr = px + n * V;
       T* gr = gx + n * V;
-      const T l = lse[n];
-      for (int64_t v = 0; v < V; ++v) gr[v] += g * std::exp(xr[v] - l);
+      rowmath::exp_shift_sum(px + n * V, e, V, lse[n]);
+      rowmath::add_c_times_a_minus_b(gr, e, (const T*)nullptr, V, g);
       gr[o.index_data[n]] -= g;
     }
+    pool_free(e, (size_t)V * sizeof(T));
   });
 }
 
@@ -117,12 +118,14 @@ static void kl_backward(Node& o) {
     if (!gx) return;
     const T *px = x.data<T>(), *pt = t.data<T>(), *ps = st.data<T>();
     const T g = static_cast<const T*>(o.scratch)[0] / (T)R;
+    T* e = static_cast<T*>(pool_alloc((size_t)(2 * V) * sizeof(T)));  // q and p rows
     for (int64_t r = 0; r < R; ++r) {
-      const T *xr = px + r * V, *tr = pt + r * V;
-      const T lt = ps[2 * r], lx = ps[2 * r + 1];
+      rowmath::exp_shift_sum(px + r * V, e, V, ps[2 * r + 1]);
+      rowmath::exp_shift_sum(pt + r * V, e + V, V, ps[2 * r]);
       T* gr = gx + r * V;
-      for (int64_t v = 0; v < V; ++v) gr[v] += g * (std::exp(xr[v] - lx) - std::exp(tr[v] - lt));
+      rowmath::add_c_times_a_minus_b(gr, e, e + V, V, g);
     }
+    pool_free(e, (size_t)(2 * V) * sizeof(T));
   });
 }
 
@@ -140,6 +143,7 @@ Tensor kl_divergence(const Tensor& target_logits, const Tensor& logits) {
     using T = decltype(z);
     const T *px = logits.data<T>(), *pt = target_logits.data<T>();
     T* ps = stats.data<T>();
+    T* e = static_cast<T*>(pool_alloc((size_t)V * sizeof(T)));
     double total = 0;
     for (int64_t r = 0; r < R; ++r) {
       const T *xr = px + r * V, *tr = pt + r * V;
@@ -148,15 +152,14 @@ Tensor kl_divergence(const Tensor& target_logits, const Tensor& logits) {
       const T lx = sx + std::log(rowmath::exp_shift_sum_only(xr, V, sx));
       ps[2 * r] = lt;
       ps[2 * r + 1] = lx;
-      // sum_v p_v (log p_v - log q_v) = sum_v p_v ((t_v - lt) - (x_v - lx)); p_v = 0 terms vanish
-      double row = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        const T lp = tr[v] - lt;
-        const T p = std::exp(lp);
-        if (p > 0) row += (double)p * (double)(lp - (xr[v] - lx));
-      }
-      total += row;
+      // sum_v p_v (log p_v - log q_v) = sum_v p_v ((t_v - lt) - (x_v - lx))
+      rowmath::exp_shift_sum(tr, e, V, lt);  // p
+      T row = 0;
+      for (int64_t v = 0; v < V; ++v)
+        if (e[v] > 0) row += e[v] * ((tr[v] - lt) - (xr[v] - lx));  // p = 0 terms vanish
+      total += (double)row;
     }
+    pool_free(e, (size_t)V * sizeof(T));
     out.data<T>()[0] = (T)(total / (double)R);
   });
   if (out.requires_grad()) {

@@ -78,6 +78,14 @@ static void softmax_backward(Node& o) {
     T* gx = grad_of<T>(x);
     if (!gx) return;
     const T *y = static_cast<const T*>(o.data), *g = static_cast<const T*>(o.scratch);
+    if (a.inner == 1) {  // contiguous rows (the common last-axis case): a vectorisable loop
+      for (int64_t r = 0; r < a.outer; ++r) {
+        const T *yr = y + r * a.n, *gr = g + r * a.n;
+        T* dr = gx + r * a.n;
+        rowmath::add_y_times_g_minus_c(dr, yr, gr, a.n, rowmath::dot(gr, yr, a.n));
+      }
+      return;
+    }
     for (int64_t r = 0; r < a.outer; ++r)
       for (int64_t i = 0; i < a.inner; ++i) {
         const int64_t base = r * a.n * a.inner + i;
@@ -103,8 +111,7 @@ Tensor softmax(const Tensor& x, int axis) {
     T* b = static_cast<T*>(buf.p);
     for_each_row<T>(a, x.data<T>(), out.data<T>(), b, b ? b + a.n : nullptr, [&](const T* xr, T* yr) {
       const T shift = rowmath::safe_shift(rowmath::row_max(xr, a.n));
-      const T inv = (T)1 / rowmath::exp_shift_sum(xr, yr, a.n, shift);
-      for (int64_t j = 0; j < a.n; ++j) yr[j] *= inv;
+      rowmath::scale(yr, a.n, (T)1 / rowmath::exp_shift_sum(xr, yr, a.n, shift));
     });
   });
   return finish(out);
@@ -122,6 +129,17 @@ static void log_softmax_backward(Node& o) {
     T* gx = grad_of<T>(x);
     if (!gx) return;
     const T *y = static_cast<const T*>(o.data), *g = static_cast<const T*>(o.scratch);
+    if (a.inner == 1) {  // contiguous rows: softmax = exp(y) through the vector exp
+      RowScratch buf((size_t)a.n * sizeof(T));
+      T* e = static_cast<T*>(buf.p);
+      for (int64_t r = 0; r < a.outer; ++r) {
+        const T *yr = y + r * a.n, *gr = g + r * a.n;
+        T* dr = gx + r * a.n;
+        rowmath::exp_shift_sum(yr, e, a.n, (T)0);
+        rowmath::add_a_minus_c_b(dr, gr, e, a.n, rowmath::sum(gr, a.n));
+      }
+      return;
+    }
     for (int64_t r = 0; r < a.outer; ++r)
       for (int64_t i = 0; i < a.inner; ++i) {
         const int64_t base = r * a.n * a.inner + i;
@@ -485,9 +503,8 @@ static void attention_backward(Node& o) {
         const int64_t nv = visible_keys(d, causal, i);
         const T* pr = Ph + i * d.Tk;
         T* sr = dS + i * d.Tk;
-        T dot = 0;
-        for (int64_t j = 0; j < nv; ++j) dot += pr[j] * sr[j];
-        for (int64_t j = 0; j < nv; ++j) sr[j] = pr[j] * (sr[j] - dot);
+        const T dot = rowmath::dot(pr, sr, nv);
+        rowmath::p_times_s_minus_c(sr, pr, nv, dot);
         for (int64_t j = nv; j < d.Tk; ++j) sr[j] = 0;
       }
       if (gQ) gemm(false, false, d.Tq, d.Dh, d.Tk, scale, dS, d.Tk, Kh, d.Dh, (T)1, gQ + hd * sq, d.Dh);
@@ -517,8 +534,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
         const int64_t nv = visible_keys(d, causal, i);
         T* pr = Ph + i * d.Tk;
         const T shift = rowmath::safe_shift(rowmath::row_max(pr, nv));
-        const T inv = (T)1 / rowmath::exp_shift_sum(pr, pr, nv, shift);
-        for (int64_t j = 0; j < nv; ++j) pr[j] *= inv;
+        rowmath::scale(pr, nv, (T)1 / rowmath::exp_shift_sum(pr, pr, nv, shift));
         for (int64_t j = nv; j < d.Tk; ++j) pr[j] = 0;
       }
       gemm(false, false, d.Tq, d.Dh, d.Tk, (T)1, Ph, d.Tk, Vd + hd * sk, d.Dh, (T)0, O + hd * sq, d.Dh);

@@ -124,11 +124,136 @@ inline double exp_shift_sum_only(const double* x, int64_t n, double shift) {
 
 // Largest entry of a row (the softmax shift). NaN entries are skipped here; they still
 // propagate through exp(x - max) into the result.
-template <class T>
-inline T row_max(const T* x, int64_t n) {
-  T m = -INFINITY;
+inline double row_max(const double* x, int64_t n) {
+  double m = -INFINITY;
   for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
   return m;
+}
+inline float row_max(const float* x, int64_t n) {
+  float m = -INFINITY;
+  int64_t j = 0;
+#ifdef AD_ROWMATH_AVX2
+  if (n >= 8) {
+    __m256 acc = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= n; j += 8) acc = _mm256_max_ps(_mm256_loadu_ps(x + j), acc);  // NaN lane -> keeps acc
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    m = _mm_cvtss_f32(h);
+  }
+#endif
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// The other row loops of the softmax family. GCC at -O2 only vectorises loops whose trip
+// count it knows, and never reorders a float reduction, so the float32 versions are written
+// with AVX2 (the double versions are the plain loops: they serve the audits).
+inline double dot(const double* a, const double* b, int64_t n) {
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+inline float dot(const float* a, const float* b, int64_t n) {
+  int64_t j = 0;
+  float s = 0;
+#ifdef AD_ROWMATH_AVX2
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; j + 16 <= n; j += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), a1);
+  }
+  for (; j + 8 <= n; j += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), a0);
+  s = hsum(_mm256_add_ps(a0, a1));
+#endif
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+inline double sum(const double* a, int64_t n) {
+  double s = 0;
+  for (int64_t j = 0; j < n; ++j) s += a[j];
+  return s;
+}
+inline float sum(const float* a, int64_t n) {
+  int64_t j = 0;
+  float s = 0;
+#ifdef AD_ROWMATH_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(a + j));
+  s = hsum(acc);
+#endif
+  for (; j < n; ++j) s += a[j];
+  return s;
+}
+// y[j] *= c
+inline void scale(double* y, int64_t n, double c) {
+  for (int64_t j = 0; j < n; ++j) y[j] *= c;
+}
+inline void scale(float* y, int64_t n, float c) {
+  int64_t j = 0;
+#ifdef AD_ROWMATH_AVX2
+  const __m256 cv = _mm256_set1_ps(c);
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), cv));
+#endif
+  for (; j < n; ++j) y[j] *= c;
+}
+// d[j] += y[j] (g[j] - c)          (softmax backward, c = <g, y>)
+inline void add_y_times_g_minus_c(double* d, const double* y, const double* g, int64_t n, double c) {
+  for (int64_t j = 0; j < n; ++j) d[j] += y[j] * (g[j] - c);
+}
+inline void add_y_times_g_minus_c(float* d, const float* y, const float* g, int64_t n, float c) {
+  int64_t j = 0;
+#ifdef AD_ROWMATH_AVX2
+  const __m256 cv = _mm256_set1_ps(c);
+  for (; j + 8 <= n; j += 8) {
+    __m256 t = _mm256_mul_ps(_mm256_loadu_ps(y + j), _mm256_sub_ps(_mm256_loadu_ps(g + j), cv));
+    _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(d + j), t));
+  }
+#endif
+  for (; j < n; ++j) d[j] += y[j] * (g[j] - c);
+}
+// s[j] = p[j] (s[j] - c)            (attention's dS from dP, in place)
+inline void p_times_s_minus_c(double* s, const double* p, int64_t n, double c) {
+  for (int64_t j = 0; j < n; ++j) s[j] = p[j] * (s[j] - c);
+}
+inline void p_times_s_minus_c(float* s, const float* p, int64_t n, float c) {
+  int64_t j = 0;
+#ifdef AD_ROWMATH_AVX2
+  const __m256 cv = _mm256_set1_ps(c);
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), _mm256_sub_ps(_mm256_loadu_ps(s + j), cv)));
+#endif
+  for (; j < n; ++j) s[j] = p[j] * (s[j] - c);
+}
+// d[j] += c (a[j] - b[j])         (cross_entropy / kl backward; b may be null = 0)
+inline void add_c_times_a_minus_b(double* d, const double* a, const double* b, int64_t n, double c) {
+  for (int64_t j = 0; j < n; ++j) d[j] += c * (a[j] - (b ? b[j] : 0.0));
+}
+inline void add_c_times_a_minus_b(float* d, const float* a, const float* b, int64_t n, float c) {
+  int64_t j = 0;
+#ifdef AD_ROWMATH_AVX2
+  const __m256 cv = _mm256_set1_ps(c);
+  for (; j + 8 <= n; j += 8) {
+    __m256 t = b ? _mm256_sub_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j)) : _mm256_loadu_ps(a + j);
+    _mm256_storeu_ps(d + j, _mm256_fmadd_ps(cv, t, _mm256_loadu_ps(d + j)));
+  }
+#endif
+  for (; j < n; ++j) d[j] += c * (a[j] - (b ? b[j] : 0.0f));
+}
+// d[j] += a[j] - c b[j]            (log_softmax backward: a = g, b = softmax, c = sum g)
+inline void add_a_minus_c_b(double* d, const double* a, const double* b, int64_t n, double c) {
+  for (int64_t j = 0; j < n; ++j) d[j] += a[j] - b[j] * c;
+}
+inline void add_a_minus_c_b(float* d, const float* a, const float* b, int64_t n, float c) {
+  int64_t j = 0;
+#ifdef AD_ROWMATH_AVX2
+  const __m256 cv = _mm256_set1_ps(c);
+  for (; j + 8 <= n; j += 8) {
+    __m256 t = _mm256_fnmadd_ps(_mm256_loadu_ps(b + j), cv, _mm256_loadu_ps(a + j));
+    _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(d + j), t));
+  }
+#endif
+  for (; j < n; ++j) d[j] += a[j] - b[j] * c;
 }
 
 // The shift used for a row: its max, or 0 when the max is -inf (an all -inf row) so that
