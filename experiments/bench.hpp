@@ -83,6 +83,36 @@ Timing time_it(F&& fn, double min_seconds, int64_t min_reps = 3) {
   return t;
 }
 
+// Like time_it for two functions, alternating single calls of each (in alternating order),
+// so that both see the same machine load (for "A vs B" ratios on a shared machine).
+template <class F, class G>
+void time_pair(F&& f, G&& g, double min_seconds, Timing& tf, Timing& tg, int64_t min_reps = 3) {
+  using clock = std::chrono::steady_clock;
+  f();
+  g();
+  std::vector<double> sf, sg;
+  const auto start = clock::now();
+  while ((int64_t)sf.size() < min_reps ||
+         std::chrono::duration<double>(clock::now() - start).count() < min_seconds) {
+    // Which call goes first alternates: the first of a pair can pay for waking BLAS
+    // threads or refilling caches that the second then finds ready.
+    const bool f_first = sf.size() % 2 == 0;
+    auto t0 = clock::now();
+    if (f_first) f(); else g();
+    auto t1 = clock::now();
+    if (f_first) g(); else f();
+    auto t2 = clock::now();
+    const double first = std::chrono::duration<double>(t1 - t0).count();
+    const double second = std::chrono::duration<double>(t2 - t1).count();
+    sf.push_back(f_first ? first : second);
+    sg.push_back(f_first ? second : first);
+    if (sf.size() > 1000000) break;
+  }
+  for (auto* p : {&sf, &sg}) std::sort(p->begin(), p->end());
+  tf = Timing{sf.front(), sf[sf.size() / 2], (int64_t)sf.size()};
+  tg = Timing{sg.front(), sg[sg.size() / 2], (int64_t)sg.size()};
+}
+
 // Peak resident set size of this process so far (getrusage ru_maxrss), in KiB.
 int64_t max_rss_kb();
 

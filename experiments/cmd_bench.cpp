@@ -78,23 +78,21 @@ static json bench_sgemm(const BenchOptions& opt) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, pa, (int)n, pb, (int)n,
                   0.0f, C.data(), (int)n);
     };
+    // Alternate single calls so both sides see the same (shared, fluctuating) machine.
     Timing te, td;
-    const int rounds = 3;
-    for (int r = 0; r < rounds; ++r) {
-      Timing a = time_it(engine, opt.min_seconds / rounds), b = time_it(direct, opt.min_seconds / rounds);
-      if (r == 0 || a.best_s < te.best_s) te = a;
-      if (r == 0 || b.best_s < td.best_s) td = b;
-    }
+    time_pair(engine, direct, opt.min_seconds, te, td);
     const double flop = 2.0 * (double)n * (double)n * (double)n;
     lines.push_back({{"n", n},
                      {"engine_gflops", flop / te.best_s * 1e-9},
                      {"blas_gflops", flop / td.best_s * 1e-9},
                      {"engine_over_blas", td.best_s / te.best_s},
+                     {"engine_over_blas_median", td.median_s / te.median_s},
                      {"engine_us", te.best_s * 1e6},
                      {"blas_us", td.best_s * 1e6},
                      {"engine_median_us", te.median_s * 1e6},
                      {"blas_median_us", td.median_s * 1e6},
-                     {"reps", te.reps + td.reps}});
+                     {"pairs", te.reps},
+                     {"blas_threads", openblas_get_num_threads()}});
   }
   return lines;
 }
@@ -103,41 +101,49 @@ PD_ENGINE_BENCH("sgemm", "float32 matmul GFLOP/s at 64/256/1024: ad::matmul vs c
 // A chain of N one-element adds: the arithmetic is one flop, so the time is the engine's
 // per-op bookkeeping (node from the pool, refcounts, recording inputs; in backward the
 // topological sort, gradient buffers, and releasing the graph).
+// Two lengths: 1,000 ops fit in cache; 20,000 (about 10 MB of nodes and buffers) do not,
+// which is closer to a large model's graph.
 static json bench_tape(const BenchOptions& opt) {
-  const int N = opt.quick ? 2000 : 20000;
-  ad::Tensor x = ad::ones({1});
-  x.requires_grad_();
-  const ad::Tensor c = ad::full({1}, 1e-3);
-  auto chain = [&] {
-    ad::Tensor y = x;
-    for (int i = 0; i < N; ++i) y = ad::add(y, c);
-    return y;
-  };
-  Timing fwd = time_it([&] { chain(); }, opt.min_seconds / 3);  // record + release
-  Timing fwd_bwd = time_it(
-      [&] {
-        ad::backward(chain());
-        x.zero_grad();
-      },
-      opt.min_seconds / 3);
-  Timing nograd = time_it(
-      [&] {
-        ad::NoGradGuard ng;
-        chain();
-      },
-      opt.min_seconds / 3);
-  const uint64_t allocs0 = ad::pool_stats().heap_allocs, new0 = new_calls();
-  ad::backward(chain());
-  const uint64_t allocs = ad::pool_stats().heap_allocs - allocs0, news = new_calls() - new0;
-  auto ns = [&](const Timing& t) { return t.best_s / N * 1e9; };
-  return {{"ops", N},
-          {"fwd_bwd_ns_per_op", ns(fwd_bwd)},
-          {"fwd_recorded_ns_per_op", ns(fwd)},
-          {"fwd_nograd_ns_per_op", ns(nograd)},
-          {"recording_ns_per_op", ns(fwd) - ns(nograd)},
-          {"fwd_bwd_median_ns_per_op", fwd_bwd.median_s / N * 1e9},
-          {"pool_heap_allocs_per_chain", allocs},
-          {"new_calls_per_chain", new_calls_counted() ? json(news) : json(nullptr)}};
+  json lines = json::array();
+  std::vector<int> lengths = {1000, 20000};
+  if (opt.quick) lengths = {1000};
+  for (const int N : lengths) {
+    ad::Tensor x = ad::ones({1});
+    x.requires_grad_();
+    const ad::Tensor c = ad::full({1}, 1e-3);
+    auto chain = [&] {
+      ad::Tensor y = x;
+      for (int i = 0; i < N; ++i) y = ad::add(y, c);
+      return y;
+    };
+    const double share = opt.min_seconds / 3 / lengths.size();
+    Timing fwd = time_it([&] { chain(); }, share);  // record + release
+    Timing fwd_bwd = time_it(
+        [&] {
+          ad::backward(chain());
+          x.zero_grad();
+        },
+        share);
+    Timing nograd = time_it(
+        [&] {
+          ad::NoGradGuard ng;
+          chain();
+        },
+        share);
+    const uint64_t allocs0 = ad::pool_stats().heap_allocs, new0 = new_calls();
+    ad::backward(chain());
+    const uint64_t allocs = ad::pool_stats().heap_allocs - allocs0, news = new_calls() - new0;
+    auto ns = [&](const Timing& t) { return t.best_s / N * 1e9; };
+    lines.push_back({{"ops", N},
+                     {"fwd_bwd_ns_per_op", ns(fwd_bwd)},
+                     {"fwd_recorded_ns_per_op", ns(fwd)},
+                     {"fwd_nograd_ns_per_op", ns(nograd)},
+                     {"recording_ns_per_op", ns(fwd) - ns(nograd)},
+                     {"fwd_bwd_median_ns_per_op", fwd_bwd.median_s / N * 1e9},
+                     {"pool_heap_allocs_per_chain", allocs},
+                     {"new_calls_per_chain", new_calls_counted() ? json(news) : json(nullptr)}});
+  }
+  return lines;
 }
 PD_ENGINE_BENCH("tape_overhead", "ns per op of a chain of 1-element adds (forward, backward, release)", bench_tape);
 
