@@ -1,0 +1,63 @@
+// Strict reading of JSON configs: every key a section may hold is read through a
+// ConfigSection, which remembers what it consumed; finish() then rejects any key nobody
+// asked for. Errors name the file and the full key path ("tms_5-2.json: train.lr: expected
+// a number, got string"), so a typo in a config never silently falls back to a default.
+#pragma once
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace models {
+
+using json = nlohmann::json;
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class ConfigSection {
+ public:
+  // `source` names the file (or "<string>"), `path` the section ("model", "train", ...).
+  ConfigSection(const json& j, std::string source, std::string path);
+
+  bool has(const std::string& key) const;
+  // Required keys throw when absent; the defaulted overloads return `def` when absent.
+  // Both throw when the key is present with the wrong type.
+  int64_t get_int(const std::string& key);
+  int64_t get_int(const std::string& key, int64_t def);
+  double get_double(const std::string& key);
+  double get_double(const std::string& key, double def);
+  bool get_bool(const std::string& key, bool def);
+  std::string get_string(const std::string& key);
+  std::string get_string(const std::string& key, const std::string& def);
+  std::vector<double> get_doubles(const std::string& key, const std::vector<double>& def);
+  // A nested object section (absent -> empty object).
+  ConfigSection section(const std::string& key);
+  // The raw JSON value of a present key (marks it consumed); for free-form sub-objects.
+  json get_raw(const std::string& key);
+  // Marks a key as consumed without reading it (e.g. "type", read earlier by a factory).
+  void accept(const std::string& key);
+  // Throws on the first key that no get_* / accept call consumed.
+  void finish() const;
+
+  [[noreturn]] void error(const std::string& key, const std::string& what) const;
+  const std::string& source() const { return source_; }
+  std::string key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+ private:
+  const json& value(const std::string& key);
+  json j_;
+  std::string source_, path_;
+  std::set<std::string> used_;
+};
+
+// Reads and parses a JSON file; parse errors name the file and the byte position.
+json read_json_file(const std::string& path);
+// Writes text to `path` atomically (temp file in the same directory + rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+void write_json_atomic(const std::string& path, const json& j);
+
+}  // namespace models
