@@ -148,6 +148,9 @@ class Adam : public Optimizer {
   const Tensor& exp_avg(size_t slot) const { return m_.at(slot); }
   const Tensor& exp_avg_sq(size_t slot) const { return v_.at(slot); }
   int64_t param_steps(size_t slot) const { return t_.at(slot); }
+  // Restores a parameter's step count when resuming from a checkpoint (the moments are
+  // restored by writing into exp_avg / exp_avg_sq, which share the state's storage).
+  void set_param_steps(size_t slot, int64_t t) { t_.at(slot) = t; }
 
  protected:
   Adam(std::vector<ParamGroup> groups, AdamConfig cfg, bool decoupled);
