@@ -382,7 +382,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       window_n = 0;
     }
     const double el = elapsed();
-    if (opts.progress && el > 2.0 && el - last_print >= (tty ? 0.5 : 10.0)) {
+    if (opts.progress && el > 2.0 && (last_print == 0 || el - last_print >= (tty ? 0.5 : 10.0))) {
       last_print = el;
       const double sps = (double)(step + 1 - start_step) / el;
       std::fprintf(stderr, "%sstep %lld/%lld  loss %.6g  %.1f steps/s  left %s%s", tty ? "\r" : "",
