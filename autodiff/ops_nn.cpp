@@ -5,6 +5,7 @@
 // and the fused backward formulas (dx = y (g - <g, y>) etc.) are cheaper and more accurate
 // than chaining the primitives. tests/test_audit_nn.cpp checks every one against finite
 // differences AND against the same computation composed from primitive ops.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -481,6 +482,19 @@ AttnDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v, bool 
 inline int64_t visible_keys(const AttnDims& d, bool causal, int64_t i) { return causal ? i + d.off + 1 : d.Tk; }
 }  // namespace
 
+// Causal attention works in blocks of kCausalBlock query rows: block [i0, i1) only needs the
+// first min(Tk, i1 + off) keys, so the gemms skip most of the masked upper triangle.
+constexpr int64_t kCausalBlock = 64;
+
+template <class F>
+static void for_each_query_block(const AttnDims& d, bool causal, F&& f) {  // f(i0, i1, nk)
+  const int64_t step = causal ? kCausalBlock : (d.Tq > 0 ? d.Tq : 1);
+  for (int64_t i0 = 0; i0 < d.Tq; i0 += step) {
+    const int64_t i1 = std::min(d.Tq, i0 + step);
+    f(i0, i1, causal ? std::min(d.Tk, i1 + d.off) : d.Tk);
+  }
+}
+
 static void attention_backward(Node& o) {
   const Tensor &q = o.inputs[0], &k = o.inputs[1], &v = o.inputs[2];
   const bool causal = o.ints[0] != 0;
@@ -492,23 +506,27 @@ static void attention_backward(Node& o) {
     const T* G = static_cast<const T*>(o.scratch);
     T *gQ = grad_of<T>(q), *gK = grad_of<T>(k), *gV = grad_of<T>(v);
     RowScratch mem((size_t)(d.Tq * d.Tk) * sizeof(T));
-    T* dS = static_cast<T*>(mem.p);
-    const int64_t sq = d.Tq * d.Dh, sk = d.Tk * d.Dh, sp = d.Tq * d.Tk;
+    T* dS = static_cast<T*>(mem.p);  // [Tq, Tk]: dP, then dS in place
+    const int64_t sq = d.Tq * d.Dh, sk = d.Tk * d.Dh, sp = d.Tq * d.Tk, Tk = d.Tk, Dh = d.Dh;
     for (int64_t hd = 0; hd < d.heads; ++hd) {
       const T *Ph = P + hd * sp, *Gh = G + hd * sq, *Qh = Q + hd * sq, *Kh = K + hd * sk, *Vh = Vd + hd * sk;
-      if (gV) gemm(true, false, d.Tk, d.Dh, d.Tq, (T)1, Ph, d.Tk, Gh, d.Dh, (T)1, gV + hd * sk, d.Dh);
-      if (!gQ && !gK) continue;
-      gemm(false, true, d.Tq, d.Tk, d.Dh, (T)1, Gh, d.Dh, Vh, d.Dh, (T)0, dS, d.Tk);  // dP
-      for (int64_t i = 0; i < d.Tq; ++i) {
-        const int64_t nv = visible_keys(d, causal, i);
-        const T* pr = Ph + i * d.Tk;
-        T* sr = dS + i * d.Tk;
-        const T dot = rowmath::dot(pr, sr, nv);
-        rowmath::p_times_s_minus_c(sr, pr, nv, dot);
-        for (int64_t j = nv; j < d.Tk; ++j) sr[j] = 0;
-      }
-      if (gQ) gemm(false, false, d.Tq, d.Dh, d.Tk, scale, dS, d.Tk, Kh, d.Dh, (T)1, gQ + hd * sq, d.Dh);
-      if (gK) gemm(true, false, d.Tk, d.Dh, d.Tq, scale, dS, d.Tk, Qh, d.Dh, (T)1, gK + hd * sk, d.Dh);
+      for_each_query_block(d, causal, [&](int64_t i0, int64_t i1, int64_t nk) {
+        const int64_t m = i1 - i0;
+        const T *Pb = Ph + i0 * Tk, *Gb = Gh + i0 * Dh;
+        T* Sb = dS + i0 * Tk;
+        if (gV) gemm(true, false, nk, Dh, m, (T)1, Pb, Tk, Gb, Dh, (T)1, gV + hd * sk, Dh);
+        if (!gQ && !gK) return;
+        gemm(false, true, m, nk, Dh, (T)1, Gb, Dh, Vh, Dh, (T)0, Sb, Tk);  // dP
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t nv = visible_keys(d, causal, i);
+          const T* pr = Ph + i * Tk;
+          T* sr = dS + i * Tk;
+          rowmath::p_times_s_minus_c(sr, pr, nv, rowmath::dot(pr, sr, nv));
+          for (int64_t j = nv; j < nk; ++j) sr[j] = 0;
+        }
+        if (gQ) gemm(false, false, m, Dh, nk, scale, Sb, Tk, Kh, Dh, (T)1, gQ + hd * sq + i0 * Dh, Dh);
+        if (gK) gemm(true, false, nk, Dh, m, scale, Sb, Tk, Qh + i0 * Dh, Dh, (T)1, gK + hd * sk, Dh);
+      });
     }
   });
 }
@@ -526,19 +544,24 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
     const T *Q = q.data<T>(), *K = k.data<T>(), *Vd = v.data<T>();
     T* O = out.data<T>();
     RowScratch mem(keep_p ? 0 : (size_t)(d.Tq * d.Tk) * sizeof(T));
-    const int64_t sq = d.Tq * d.Dh, sk = d.Tk * d.Dh, sp = d.Tq * d.Tk;
+    const int64_t sq = d.Tq * d.Dh, sk = d.Tk * d.Dh, sp = d.Tq * d.Tk, Tk = d.Tk, Dh = d.Dh;
     for (int64_t hd = 0; hd < d.heads; ++hd) {
       T* Ph = keep_p ? P_all.data<T>() + hd * sp : static_cast<T*>(mem.p);
-      gemm(false, true, d.Tq, d.Tk, d.Dh, scale, Q + hd * sq, d.Dh, K + hd * sk, d.Dh, (T)0, Ph, d.Tk);
-      for (int64_t i = 0; i < d.Tq; ++i) {
-        const int64_t nv = visible_keys(d, causal, i);
-        T* pr = Ph + i * d.Tk;
-        const T shift = rowmath::safe_shift(rowmath::row_max(pr, nv));
-        rowmath::scale(pr, nv, (T)1 / rowmath::exp_shift_sum(pr, pr, nv, shift));
-        for (int64_t j = nv; j < d.Tk; ++j) pr[j] = 0;
-      }
-      gemm(false, false, d.Tq, d.Dh, d.Tk, (T)1, Ph, d.Tk, Vd + hd * sk, d.Dh, (T)0, O + hd * sq, d.Dh);
-      if (d.Tk == 0) std::memset(O + hd * sq, 0, (size_t)sq * sizeof(T));
+      for_each_query_block(d, causal, [&](int64_t i0, int64_t i1, int64_t nk) {
+        const int64_t m = i1 - i0;
+        T* Pb = Ph + i0 * Tk;
+        T* Ob = O + hd * sq + i0 * Dh;
+        gemm(false, true, m, nk, Dh, scale, Q + hd * sq + i0 * Dh, Dh, K + hd * sk, Dh, (T)0, Pb, Tk);
+        for (int64_t i = i0; i < i1; ++i) {
+          const int64_t nv = visible_keys(d, causal, i);
+          T* pr = Ph + i * Tk;
+          const T shift = rowmath::safe_shift(rowmath::row_max(pr, nv));
+          rowmath::scale(pr, nv, (T)1 / rowmath::exp_shift_sum(pr, pr, nv, shift));
+          for (int64_t j = nv; j < Tk; ++j) pr[j] = 0;  // masked (and never computed) entries
+        }
+        if (nk > 0) gemm(false, false, m, Dh, nk, (T)1, Pb, Tk, Vd + hd * sk, Dh, (T)0, Ob, Dh);
+        else std::memset(Ob, 0, (size_t)(m * Dh) * sizeof(T));
+      });
     }
   });
   if (keep_p) out.node()->saved[0] = P_all;

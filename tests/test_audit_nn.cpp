@@ -126,6 +126,14 @@ AUDIT_CASE("attention: causal, bidirectional, shared inputs") {
   Tensor q3 = audit::input({1, 1, 3, 1}, rng), k7 = audit::input({1, 1, 7, 1}, rng), v7 = audit::input({1, 1, 7, 1}, rng);
   for (bool causal : {true, false})
     CHECK_GRADIENTS([causal](const In& t) { return ad::attention(t[0], t[1], t[2], causal); }, In({q3, k7, v7}));
+  // several causal query blocks (64 rows each): a sample of coordinates keeps this fast
+  ad::GradcheckOptions sample;
+  sample.max_coords_per_input = 60;
+  Tensor ql = audit::input({1, 1, 67, 2}, rng, -2, 2), kl = audit::input({1, 1, 130, 2}, rng, -2, 2),
+         vl = audit::input({1, 1, 130, 2}, rng);
+  CHECK_GRADIENTS([](const In& t) { return ad::attention(t[0], t[1], t[2], true); }, In({ql, kl, vl}), sample);
+  Tensor xl = audit::input({1, 1, 130, 2}, rng, -2, 2);
+  CHECK_GRADIENTS([](const In& t) { return ad::attention(t[0], t[0], t[0], true); }, In({xl}), sample);
   // self-attention with q = k = v = x (every gradient path lands in one buffer), and a value
   // that needs no gradient
   Tensor x = audit::input({1, 2, 7, 3}, rng, -2, 2);

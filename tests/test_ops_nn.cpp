@@ -177,6 +177,14 @@ TEST_CASE("autodiff: fused rope / attention match their primitive composition") 
   for (bool causal : {true, false})
     check_fused_matches_composed([causal](const In& t) { return ad::attention(t[0], t[1], t[2], causal); },
                                  [causal](const In& t) { return attention_ref(t[0], t[1], t[2], causal); }, {q2, k2, v2});
+  // long enough for several causal query blocks (64 rows each), with Tq < Tk
+  Tensor q3 = leaf({1, 2, 131, 3}, rng, -2, 2), k3 = leaf({1, 2, 140, 3}, rng, -2, 2), v3 = leaf({1, 2, 140, 3}, rng);
+  for (bool causal : {true, false})
+    check_fused_matches_composed([causal](const In& t) { return ad::attention(t[0], t[1], t[2], causal); },
+                                 [causal](const In& t) { return attention_ref(t[0], t[1], t[2], causal); }, {q3, k3, v3});
+  check_fused_matches_composed([](const In& t) { return ad::attention(t[0], t[0], t[1], true); },
+                               [](const In& t) { return attention_ref(t[0], t[0], t[1], true); },
+                               {ad::slice(k3, 2, 0, 131), ad::slice(v3, 2, 0, 131)});
 }
 
 TEST_CASE("autodiff: hand-computed values of the NN ops") {
@@ -368,4 +376,30 @@ TEST_CASE("autodiff: where, max and topk_mask values and rules") {
   CHECK(count == 101);
   Tensor bad = ad::from_vector({1, NAN}, {2});
   CHECK_THROWS_AS(ad::topk_mask(bad, 1), ad::Error);
+}
+
+TEST_CASE("autodiff: float32 gradients of the vectorised kernels agree with float64") {
+  // Row lengths 37 and 19 cover both the 8-lane AVX2 bodies and their scalar tails.
+  ad::Rng rng(9);
+  using F = std::function<Tensor(const Tensor&)>;
+  auto compare = [&](const Shape& s, const F& f, double tol) {
+    Tensor x64 = ad::rand_uniform(s, -3, 3, rng, ad::DType::f64), x32 = ad::to_dtype(x64, ad::DType::f32);
+    x64.requires_grad_();
+    x32.requires_grad_();
+    Tensor y64 = f(x64), y32 = f(x32);
+    Tensor R64 = ad::rand_normal(y64.shape(), 0, 1, rng, ad::DType::f64), R32 = ad::to_dtype(R64, ad::DType::f32);
+    Tensor g64 = ad::grad(y64, {x64}, R64)[0], g32 = ad::grad(y32, {x32}, R32)[0];
+    double scale = 0;
+    for (int64_t i = 0; i < g64.numel(); ++i) scale = std::max(scale, std::abs(g64.item(i)));
+    for (int64_t i = 0; i < g64.numel(); ++i) CHECK(std::abs(g32.item(i) - g64.item(i)) <= tol * scale);
+  };
+  compare({5, 37}, [](const Tensor& x) { return ad::softmax(x); }, 1e-5);
+  compare({5, 37}, [](const Tensor& x) { return ad::log_softmax(x); }, 1e-5);
+  compare({6, 37}, [](const Tensor& x) { return ad::cross_entropy(x, ad::Indices({0, 36, 5, 8, 8, 1}, {6})); }, 1e-5);
+  Tensor t64 = ad::rand_uniform({6, 37}, -3, 3, rng, ad::DType::f64);
+  compare({6, 37}, [t64](const Tensor& x) { return ad::kl_divergence(ad::to_dtype(t64, x.dtype()), x); }, 1e-5);
+  compare({2, 3, 19, 8}, [](const Tensor& x) {
+    return ad::attention(x, ad::mul_scalar(x, 0.5), ad::mul_scalar(x, -0.3), true);
+  }, 1e-5);
+  compare({2, 3, 19, 8}, [](const Tensor& x) { return ad::attention(x, x, x, false); }, 1e-5);
 }
