@@ -444,7 +444,8 @@ void run_circuits(bool quick, std::uint64_t seed, const std::string& out_dir, st
   // (b) Sweep the load T (d/D)^2 at fixed D, z, L: where measurement and prediction part.
   {
     const int D = quick ? 1000 : 2000, z = 2, L = quick ? 4 : 5;
-    const std::vector<double> loads = {0.001, 0.002, 0.003, 0.006, 0.012, 0.024};
+    // 0.024 (T = 1500 at D = 1000) is past what greedy packing reaches for S = 6.
+    const std::vector<double> loads = {0.001, 0.002, 0.003, 0.006, 0.012, 0.018};
     PlotSeries ra{"active MSE_x, layer L", {}, {}, false}, ri{"inactive MSE_x, layer L", {}, {}, false};
     PlotSeries r1{"active MSE_x, layer 1", {}, {}, false}, one{"measured = predicted", {}, {}, true};
     for (double load : loads) {
@@ -532,11 +533,12 @@ void run_circuits(bool quick, std::uint64_t seed, const std::string& out_dir, st
   }
 
   // (f) Capacity: largest T with active MSE_x at layer L <= target, against D (slope 2), z and L
-  // (slope -1 each, from T_max ~ D^2 / (d^2 z L)).
+  // (slope -1 each, from T_max ~ D^2 / (d^2 z L)). The D sweep is run at z = 1 (no first-order
+  // overlap term, so a small target is reachable) and at z = 2 with a target above the
+  // 9 L (z-1) delta floor of the smallest D.
   {
-    const double target = 0.05;
     const int steps = quick ? 5 : 7;
-    auto tmax = [&](int D, int z, int L) {
+    auto tmax = [&](int D, int z, int L, double target) {
       CircuitConfig c = base(D, 0, z, L);
       c.trials = quick ? 200 : 500;
       const int K = D / kRotD;
@@ -545,34 +547,44 @@ void run_circuits(bool quick, std::uint64_t seed, const std::string& out_dir, st
       return std::pair<int, double>(largest_T_meeting(c, target, lo, hi, steps), predicted_T_max(c, target));
     };
     struct Sweep {
-      const char* name;
+      char var;  // 'D', 'z' or 'L'
       std::vector<int> values;
       double law_slope;
+      int z, L;  // held fixed when not swept
+      double target;
     };
     const std::vector<int> Ds = quick ? std::vector<int>{500, 1000, 2000} : std::vector<int>{500, 1000, 2000, 4000};
-    const std::vector<Sweep> sweeps = {{"D", Ds, 2.0}, {"z", {1, 2, 3}, -1.0}, {"L", {2, 3, 5}, -1.0}};
+    const std::vector<Sweep> sweeps = {{'D', Ds, 2.0, 1, 3, 0.05},
+                                       {'D', Ds, 2.0, 2, 3, 0.3},
+                                       {'z', {1, 2, 3}, -1.0, 0, 3, 0.05},
+                                       {'L', {2, 3, 5}, -1.0, 1, 0, 0.05}};
     for (const auto& sw : sweeps) {
       std::vector<double> xs, meas, pred;
+      char fixed[64];
+      std::snprintf(fixed, sizeof fixed, "S=6 %s%s MSE<=%.2g", sw.var == 'z' ? "" : ("z=" + std::to_string(sw.z) + " ").c_str(),
+                    sw.var == 'L' ? "" : ("L=" + std::to_string(sw.L)).c_str(), sw.target);
       for (int v : sw.values) {
-        const int D = sw.name[0] == 'D' ? v : 1000;
-        const int z = sw.name[0] == 'z' ? v : 1;
-        const int L = sw.name[0] == 'L' ? v : 3;
-        const auto [tm, tp] = tmax(D, z, L);
+        const int D = sw.var == 'D' ? v : 1000;
+        const int z = sw.var == 'z' ? v : sw.z;
+        const int L = sw.var == 'L' ? v : sw.L;
+        const auto [tm, tp] = tmax(D, z, L, sw.target);
         char params[96];
-        std::snprintf(params, sizeof params, "D=%d S=6 z=%d L=%d MSE<=%.2g", D, z, L, target);
+        std::snprintf(params, sizeof params, "D=%d S=6 z=%d L=%d MSE<=%.2g", D, z, L, sw.target);
         rows.push_back({"capacity", "largest T meeting MSE target", params, CheckKind::Ratio, static_cast<double>(tm), tp,
                         1.5, "pred: METHODS formula solved for T"});
         if (tm > 0) xs.push_back(v), meas.push_back(tm), pred.push_back(tp);
       }
       if (xs.size() >= 2) {
-        const auto f = fit_loglog(xs, meas, std::string("T_max vs ") + sw.name);
-        const auto fp = fit_loglog(xs, pred, std::string("predicted T_max vs ") + sw.name);
-        rows.push_back({"capacity", std::string("slope d log T_max / d log ") + sw.name, "S=6 MSE<=0.05",
-                        CheckKind::Slope, f.slope, sw.law_slope, 0.3,
+        const std::string var(1, sw.var);
+        const auto f = fit_loglog(xs, meas, "T_max vs " + var);
+        const auto fp = fit_loglog(xs, pred, "predicted T_max vs " + var);
+        rows.push_back({"capacity", "slope d log T_max / d log " + var, fixed, CheckKind::Slope, f.slope, sw.law_slope, 0.3,
                         "law T_max ~ D^2/(d^2 z L); formula's own slope " + fmt("%.2f", fp.slope)});
         PlotSeries m{"measured T_max", xs, meas, false}, p{"METHODS formula", xs, pred, true};
-        plot_xy(out_dir, std::string("capacity_vs_") + sw.name, std::string("largest T with MSE_x <= 0.05 vs ") + sw.name,
-                sw.name, "T_max", {m, p, fit_line("fit slope " + fmt("%.2f", f.slope), f, xs.front(), xs.back())});
+        std::string name = "capacity_vs_" + var;
+        if (sw.var == 'D') name += "_z" + std::to_string(sw.z);
+        plot_xy(out_dir, name, "largest T with MSE_x <= target vs " + var + " (" + fixed + ")", var, "T_max",
+                {m, p, fit_line("fit slope " + fmt("%.2f", f.slope), f, xs.front(), xs.back())});
       }
     }
   }

@@ -74,10 +74,11 @@ int cmd_bounds(int argc, char** argv) {
   timed("tms", [&] { pd::bounds::run_tms(quick, seed, out, rows); });
   pd::bounds::write_table_json(out + "/bounds.json", rows);
   pd::bounds::write_table_csv(out + "/bounds.csv", rows);
+  pd::bounds::write_file_atomic(out + "/bounds.md", pd::bounds::format_table_markdown(rows));
   std::fputs(pd::bounds::format_table(rows).c_str(), stdout);
   int held = 0;
   for (const auto& r : rows) held += r.held();
-  std::printf("\n%d of %zu predictions held; table in %s/bounds.{json,csv}, plots in %s/*.png\n", held, rows.size(),
+  std::printf("\n%d of %zu predictions held; table in %s/bounds.{json,csv,md}, plots in %s/*.png\n", held, rows.size(),
               out.c_str(), out.c_str());
   return 0;
 }

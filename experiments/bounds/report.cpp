@@ -144,6 +144,23 @@ std::string format_table(const std::vector<CheckRow>& rows) {
   return os.str();
 }
 
+std::string format_table_markdown(const std::vector<CheckRow>& rows) {
+  std::ostringstream os;
+  char buf[640];
+  os << "| check | quantity | params | kind | measured | predicted | ratio / diff | tol | verdict | note |\n"
+     << "|---|---|---|---|---:|---:|---:|---:|---|---|\n";
+  for (const auto& r : rows) {
+    std::string note = r.note;
+    for (auto& c : note)
+      if (c == '|') c = '/';
+    std::snprintf(buf, sizeof buf, "| %s | %s | %s | %s | %.4g | %.4g | %.3g | %.3g | %s | %s |\n", r.check.c_str(),
+                  r.quantity.c_str(), r.params.c_str(), kind_name(r.kind), r.measured, r.predicted, r.compare(), r.tol,
+                  r.held() ? "held" : "**broken**", note.c_str());
+    os << buf;
+  }
+  return os.str();
+}
+
 PlotSeries fit_line(const std::string& title, const LogLogFit& fit, double x_min, double x_max) {
   PlotSeries s;
   s.title = title;

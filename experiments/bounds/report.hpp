@@ -44,6 +44,8 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 void write_table_json(const std::string& path, const std::vector<CheckRow>& rows);
 void write_table_csv(const std::string& path, const std::vector<CheckRow>& rows);
 std::string format_table(const std::vector<CheckRow>& rows);
+// The same table as GitHub Markdown (for docs/bounds.md).
+std::string format_table_markdown(const std::vector<CheckRow>& rows);
 
 // A plotted series: points (measured) or a line (fit / prediction).
 struct PlotSeries {

@@ -91,7 +91,7 @@ static std::string fmt(const char* f, double v) {
 void run_tms(bool quick, std::uint64_t seed, const std::string& out_dir, std::vector<CheckRow>& rows) {
   TmsSweepConfig cfg;
   cfg.steps = quick ? 3000 : 10000;
-  cfg.restarts = quick ? 1 : 3;
+  cfg.restarts = quick ? 1 : 2;
   const std::vector<double> sparsities = quick ? std::vector<double>{0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.997}
                                                : std::vector<double>{0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.93, 0.95, 0.97,
                                                                      0.98, 0.99, 0.995, 0.997, 0.999};
