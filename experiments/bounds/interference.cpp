@@ -101,16 +101,35 @@ double exact_recovery_rate(const std::vector<double>& V, int n, int m, int l, in
   return static_cast<double>(ok) / trials;
 }
 
+// True iff at least `reliability` of `trials` inputs are recovered exactly. Runs in batches and
+// stops as soon as the answer is decided (too many failures, or enough successes).
+static bool reliable_at(const std::vector<double>& V, int n, int m, int l, int trials, double reliability, Rng& rng) {
+  const int allowed_failures = static_cast<int>(std::floor((1.0 - reliability) * trials + 1e-9));
+  int failures = 0, done = 0;
+  const int B = 50;
+  while (done < trials) {
+    const int nb = std::min(B, trials - done);
+    failures += nb - static_cast<int>(std::lround(exact_recovery_rate(V, n, m, l, nb, rng) * nb));
+    done += nb;
+    if (failures > allowed_failures) return false;
+    if (failures + (trials - done) <= allowed_failures) return true;
+  }
+  return true;
+}
+
 int largest_reliable_l(const std::vector<double>& V, int n, int m, int trials, double reliability, Rng& rng) {
-  // Invariant: lo is reliable (l = 0 trivially is), hi is not (or hi = cap).
-  int lo = 0, hi = std::min(m - 1, n);
-  if (exact_recovery_rate(V, n, m, hi, trials, rng) >= reliability) return hi;
+  // Bracket around the theory's n / (8 ln m), widening until lo is reliable and hi is not, then
+  // bisect. Invariant: lo reliable (l = 0 trivially), hi unreliable (or the cap).
+  const int cap = std::min(m - 1, n);
+  const int guess = std::max(1, static_cast<int>(n / (8.0 * std::log(static_cast<double>(m)))));
+  int lo = std::max(1, guess / 2), hi = std::min(cap, 2 * guess + 1);
+  while (lo > 1 && !reliable_at(V, n, m, lo, trials, reliability, rng)) hi = lo, lo /= 2;
+  if (lo == 1 && !reliable_at(V, n, m, 1, trials, reliability, rng)) return 0;
+  while (hi < cap && reliable_at(V, n, m, hi, trials, reliability, rng)) lo = hi, hi = std::min(cap, 2 * hi);
+  if (hi == cap && reliable_at(V, n, m, cap, trials, reliability, rng)) return cap;
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
-    if (mid >= 1 && exact_recovery_rate(V, n, m, mid, trials, rng) >= reliability)
-      lo = mid;
-    else
-      hi = mid;
+    (reliable_at(V, n, m, mid, trials, reliability, rng) ? lo : hi) = mid;
   }
   return lo;
 }
