@@ -9,6 +9,8 @@
 #include "autodiff/ops.hpp"
 #include "autodiff/optim.hpp"
 #include "autodiff/random.hpp"
+#include "models/toy_models.hpp"
+#include "models/train.hpp"
 
 namespace pd::bounds {
 
@@ -38,37 +40,35 @@ std::vector<double> feature_dimensionalities(const std::vector<double>& W, int m
 
 TmsRun train_tms(const TmsSweepConfig& cfg, double sparsity, std::uint64_t seed) {
   if (!(sparsity >= 0 && sparsity < 1)) throw std::invalid_argument("train_tms: sparsity must be in [0, 1)");
-  const int n = cfg.n_features, m = cfg.n_hidden, B = cfg.batch;
-  const double p_on = 1.0 - sparsity;
-  std::vector<double> imp(n);
-  for (int i = 0; i < n; ++i) imp[i] = std::pow(cfg.importance_decay, i);
-  const ad::Tensor importance = ad::from_vector(imp, {n}, ad::DType::f64);
+  const int n = cfg.n_features, m = cfg.n_hidden;
   TmsRun best;
   best.final_loss = INFINITY;
   for (int restart = 0; restart < cfg.restarts; ++restart) {
-    ad::Rng rng(seed * 1000003ULL + restart * 7919ULL + static_cast<std::uint64_t>(sparsity * 1e6));
-    // xavier-normal init: std = sqrt(2 / (fan_in + fan_out)); b = 0
-    ad::Tensor W = ad::rand_normal({m, n}, 0.0, std::sqrt(2.0 / (m + n)), rng, ad::DType::f64);
-    ad::Tensor b = ad::zeros({n}, ad::DType::f64);
-    W.requires_grad_();
-    b.requires_grad_();
-    ad::Adam opt({ad::ParamGroup("tms", {W, b})}, ad::AdamConfig{cfg.lr, {0.9, 0.999}, 1e-8, 0.0});
-    std::vector<double> xb(static_cast<size_t>(B) * n);
-    double last = 0;
-    for (int step = 0; step < cfg.steps; ++step) {
-      for (auto& v : xb) v = rng.uniform() < p_on ? rng.uniform() : 0.0;
-      const ad::Tensor x = ad::from_vector(xb, {B, n}, ad::DType::f64);
-      opt.zero_grad();
-      ad::Tensor loss = tms_loss(W, b, x, importance);
-      if (step >= cfg.steps - 50) last += loss.item() / 50.0;  // mean of the last 50 batches
-      ad::backward(loss);
-      opt.step(cfg.lr);
-    }
+    // The project's TMS model and training loop (models/toy_models.hpp, models/train.hpp):
+    // importance-weighted MSE, Adam (AdamW with weight decay 0), constant lr, float64.
+    const models::json j = {
+        {"model", {{"type", "tms"}, {"n_features", n}, {"n_hidden", m}}},
+        {"data", {{"type", "sparse_features"}, {"feature_prob", 1.0 - sparsity}, {"importance_decay", cfg.importance_decay}}},
+        {"train",
+         {{"steps", cfg.steps},
+          {"batch_size", cfg.batch},
+          {"lr", cfg.lr},
+          {"weight_decay", 0.0},
+          {"seed", seed * 1000003ULL + restart * 7919ULL + static_cast<std::uint64_t>(sparsity * 1e6)},
+          {"log_every", 100},
+          {"dtype", "float64"}}}};
+    const models::RunConfig rc = models::parse_run_config(j, "bounds tms sweep");
+    models::TrainOptions opts;
+    opts.progress = false;
+    models::TrainResult r = models::train(rc, opts);
+    if (r.curve.empty()) throw std::runtime_error("train_tms: training returned no loss curve");
+    const double last = r.curve.back().loss;  // mean training loss over the last log window
     if (!std::isfinite(last)) throw std::runtime_error("train_tms: loss diverged at sparsity " + std::to_string(sparsity));
     if (last < best.final_loss) {
+      const auto& tms = dynamic_cast<const models::TMS&>(*r.model);
       best.final_loss = last;
-      best.W = W.to_vector();
-      best.b = b.to_vector();
+      best.W = tms.W().to_vector();
+      best.b = tms.b().to_vector();
     }
   }
   best.sparsity = sparsity;

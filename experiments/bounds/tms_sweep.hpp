@@ -1,7 +1,8 @@
 // Check 3a: the toy-model-of-superposition sparsity sweep (Elhage et al. 2022 settings, METHODS.md
 // section 1.1): n = 20 features, m = 5 hidden, importance I_i = 0.7^i, x_i ~ U[0,1] with
 // probability 1 - S (S = sparsity), h = W x, y = ReLU(W^T h + b), loss = E[sum_i I_i (x_i - y_i)^2].
-// Trained on the project's autodiff engine (ad::Tensor ops + ad::Adam).
+// Trained with the project's TMS model and training loop (models::TMS, models::train). tms_loss
+// below is the same objective written directly on the engine, kept as a tested reference.
 // Measures ||W||_F^2 against m, the number of represented features, and the feature
 // dimensionalities D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2 (plateaus at 1, 1/2, 2/5, ...).
 #pragma once
