@@ -136,6 +136,44 @@ void Optimizer::zero_grad() {
     for (Tensor& p : g.params) p.zero_grad();
 }
 
+std::string Optimizer::slot_prefix(const char* kind, size_t slot) const {
+  for (const ParamGroup& g : groups_) {
+    if (slot < g.params.size()) return std::string(kind) + "." + g.name + "." + std::to_string(slot) + ".";
+    slot -= g.params.size();
+  }
+  fail("optimiser: parameter slot out of range");
+}
+
+const Tensor& Optimizer::state_entry(const std::map<std::string, Tensor>& st, const std::string& name,
+                                     const Shape& shape) {
+  auto it = st.find(name);
+  if (it == st.end()) fail("optimiser load_state: '" + name + "' is missing (was the state saved by the same optimiser with the same groups?)");
+  if (it->second.shape() != shape)
+    shape_error("optimiser load_state", it->second.shape(), shape, ("'" + name + "' has the wrong shape").c_str());
+  return it->second;
+}
+
+static size_t n_params(const std::vector<ParamGroup>& groups) {
+  size_t n = 0;
+  for (const ParamGroup& g : groups) n += g.params.size();
+  return n;
+}
+
+std::map<std::string, Tensor> Optimizer::state() const {
+  return {{"optimizer.steps_taken", scalar((double)steps_taken_, DType::f64)}};
+}
+
+void Optimizer::load_state(const std::map<std::string, Tensor>& st) {
+  steps_taken_ = (int64_t)state_entry(st, "optimizer.steps_taken", Shape{}).item();
+}
+
+// Integer counters travel as float64 (exact below 2^53).
+static Tensor counters_tensor(const std::vector<int64_t>& v) {
+  Tensor t = zeros({(int64_t)v.size()}, DType::f64);
+  for (size_t i = 0; i < v.size(); ++i) t.set_item((int64_t)i, (double)v[i]);
+  return t;
+}
+
 // ---- SGD ------------------------------------------------------------------------------------
 SGD::SGD(std::vector<ParamGroup> groups, SgdConfig cfg) : Optimizer(std::move(groups)), cfg_(cfg) {
   if (cfg_.momentum < 0 || cfg_.momentum >= 1) fail("SGD: momentum must be in [0, 1)");
@@ -168,6 +206,25 @@ void SGD::update(size_t slot, Tensor& p, double lr, double wd) {
       w[i] -= tl * d;
     }
   });
+}
+
+std::map<std::string, Tensor> SGD::state() const {
+  std::map<std::string, Tensor> st = Optimizer::state();
+  std::vector<int64_t> has(has_buf_.begin(), has_buf_.end());
+  st["sgd.has_buf"] = counters_tensor(has);
+  for (size_t k = 0; k < momentum_.size(); ++k)
+    if (momentum_[k].defined()) st[slot_prefix("sgd", k) + "momentum"] = clone(momentum_[k]);
+  return st;
+}
+
+void SGD::load_state(const std::map<std::string, Tensor>& st) {
+  const Tensor& has = state_entry(st, "sgd.has_buf", Shape{(int64_t)n_params(groups_)});
+  for (size_t k = 0; k < momentum_.size(); ++k) {
+    if (momentum_[k].defined())
+      copy_into(momentum_[k], state_entry(st, slot_prefix("sgd", k) + "momentum", momentum_[k].shape()));
+    has_buf_[k] = has.item((int64_t)k) != 0;
+  }
+  Optimizer::load_state(st);
 }
 
 // ---- Adam / AdamW ------------------------------------------------------------------------------
@@ -214,6 +271,32 @@ void Adam::update(size_t slot, Tensor& p, double lr, double wd) {
       w[i] -= ss * m[i] / (std::sqrt(v[i]) * isb + teps);
     }
   });
+}
+
+}  // namespace ad
+
+namespace ad {
+
+std::map<std::string, Tensor> Adam::state() const {
+  std::map<std::string, Tensor> st = Optimizer::state();
+  const char* kind = decoupled_ ? "adamw" : "adam";
+  st[std::string(kind) + ".param_steps"] = counters_tensor(t_);
+  for (size_t k = 0; k < m_.size(); ++k) {
+    st[slot_prefix(kind, k) + "exp_avg"] = clone(m_[k]);
+    st[slot_prefix(kind, k) + "exp_avg_sq"] = clone(v_[k]);
+  }
+  return st;
+}
+
+void Adam::load_state(const std::map<std::string, Tensor>& st) {
+  const char* kind = decoupled_ ? "adamw" : "adam";
+  const Tensor& steps = state_entry(st, std::string(kind) + ".param_steps", Shape{(int64_t)t_.size()});
+  for (size_t k = 0; k < m_.size(); ++k) {
+    copy_into(m_[k], state_entry(st, slot_prefix(kind, k) + "exp_avg", m_[k].shape()));
+    copy_into(v_[k], state_entry(st, slot_prefix(kind, k) + "exp_avg_sq", v_[k].shape()));
+    t_[k] = (int64_t)steps.item((int64_t)k);
+  }
+  Optimizer::load_state(st);
 }
 
 }  // namespace ad

@@ -26,6 +26,7 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,6 +96,14 @@ class Optimizer {
   // Sets every stored gradient to zero, keeping the buffers (no allocation next backward).
   void zero_grad();
 
+  // Checkpointing: the optimiser's state as named tensors (moments, momentum buffers, step
+  // counts), e.g. to store next to the parameters with save_safetensors, and its inverse.
+  // Names are "<kind>.<group>.<index>.<buffer>" plus "<kind>.param_steps" and
+  // "optimizer.steps_taken". Loading checks every name and shape (the groups must be built
+  // the same way) and converts dtypes; resumed training then continues bit-identically.
+  virtual std::map<std::string, Tensor> state() const;
+  virtual void load_state(const std::map<std::string, Tensor>& state);
+
   const std::vector<ParamGroup>& groups() const { return groups_; }
   // Gradient L2 norm of group g before clipping, from the last step() (0 before any step).
   double last_grad_norm(size_t g) const { return last_norms_.at(g); }
@@ -105,6 +114,10 @@ class Optimizer {
   // One parameter's update; `slot` indexes the per-parameter state in the group order.
   virtual void update(size_t slot, Tensor& p, double lr, double weight_decay) = 0;
   double group_weight_decay(const ParamGroup& g) const;
+  // "<kind>.<group>.<index>." for parameter `slot`
+  std::string slot_prefix(const char* kind, size_t slot) const;
+  static const Tensor& state_entry(const std::map<std::string, Tensor>& st, const std::string& name,
+                                   const Shape& shape);
 
   std::vector<ParamGroup> groups_;
   std::vector<double> last_norms_;
@@ -126,6 +139,10 @@ class SGD : public Optimizer {
 
  protected:
   void update(size_t slot, Tensor& p, double lr, double weight_decay) override;
+
+ public:
+  std::map<std::string, Tensor> state() const override;
+  void load_state(const std::map<std::string, Tensor>& state) override;
 
  private:
   SgdConfig cfg_;
@@ -151,6 +168,8 @@ class Adam : public Optimizer {
   // Restores a parameter's step count when resuming from a checkpoint (the moments are
   // restored by writing into exp_avg / exp_avg_sq, which share the state's storage).
   void set_param_steps(size_t slot, int64_t t) { t_.at(slot) = t; }
+  std::map<std::string, Tensor> state() const override;
+  void load_state(const std::map<std::string, Tensor>& state) override;
 
  protected:
   Adam(std::vector<ParamGroup> groups, AdamConfig cfg, bool decoupled);
