@@ -573,3 +573,41 @@ TEST_CASE("models: tiny LM on the story corpus beats the unigram entropy and sam
   CHECK(ws.size() > 20);
   CHECK((double)known > 0.6 * (double)ws.size());
 }
+
+#include <unistd.h>
+
+#include "autodiff/safetensors.hpp"
+
+TEST_CASE("models: models trained in PyTorch load from safetensors and reproduce their outputs") {
+  char tmpl[] = "/tmp/pd_models_torchXXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const char* py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+  const std::string cmd = std::string(py) + " experiments/pytorch/tiny_lm.py export " + dir + " 2>/dev/null";
+  const int rc = std::system(cmd.c_str());
+  if (rc != 0) {
+    MESSAGE("skipped: PyTorch export failed or torch is not installed (exit " << rc << "); apt-get install python3-torch");
+    std::system(("rm -rf " + dir).c_str());
+    return;
+  }
+  ad::SafeTensors ref = ad::load_safetensors(dir + "/reference.safetensors");
+  // Tiny LM: RMSNorm, split-half RoPE, causal attention, exact GELU, tied head.
+  std::unique_ptr<models::Model> lm = models::load_model(dir + "/tiny_lm.safetensors");
+  CHECK(lm->type() == "tiny_lm");
+  const ad::Tensor& ids_f = ref.tensors.at("lm_ids");  // I32 -> float64 on load
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < ids_f.numel(); ++i) ids.push_back((int32_t)ids_f.item(i));
+  ad::Tensor logits = lm->forward_tokens(ad::Indices(ids, ids_f.shape()));
+  const ad::Tensor& want = ref.tensors.at("lm_logits");
+  REQUIRE(logits.shape() == want.shape());
+  double max_err = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) max_err = std::max(max_err, std::abs(logits.item(i) - want.item(i)));
+  MESSAGE("tiny LM max |logit - torch logit| = " << max_err);
+  CHECK(max_err < 1e-4);
+  // TMS
+  std::unique_ptr<models::Model> tms = models::load_model(dir + "/tms.safetensors");
+  ad::Tensor y = tms->forward(ref.tensors.at("tms_x"));
+  const ad::Tensor& ywant = ref.tensors.at("tms_y");
+  for (int64_t i = 0; i < ywant.numel(); ++i) CHECK(y.item(i) == doctest::Approx(ywant.item(i)).epsilon(1e-5));
+  std::system(("rm -rf " + dir).c_str());
+}
