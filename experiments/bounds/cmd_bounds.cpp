@@ -53,7 +53,8 @@ int cmd_bounds(int argc, char** argv) {
   app.add_flag("--quick", quick, "small sizes (< 5 minutes on 2 cores)");
   app.add_option("--out", out, "output directory")->capture_default_str();
   app.add_option("--seed", seed, "seed")->capture_default_str();
-  app.add_option("--only", only, "run one group: interference, circuits, uand, tms");
+  app.add_option("--only", only, "run one group: interference, circuits, uand, tms")
+      ->check(CLI::IsMember({"interference", "circuits", "uand", "tms"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
