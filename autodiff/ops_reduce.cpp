@@ -17,13 +17,18 @@ struct ReducePlan {
   int64_t ostride[kMaxDims] = {0};
 };
 
-static ReducePlan reduce_plan(const char* op, const Shape& in, const std::vector<int>& axes, bool keepdim) {
-  bool mask[kMaxDims] = {false};
+// mask[d] = true for every axis listed (negative axes count from the end). The reduced
+// axes travel as a fixed-size mask rather than a std::vector so that a warmed-up training
+// step allocates nothing on the heap (pd bench op_allocs checks this).
+static void mark_axes(const char* op, const Shape& in, const std::vector<int>& axes, bool* mask) {
   for (int a : axes) {
     int n = normalize_axis(op, a, in.nd);
     if (mask[n]) fail(std::string(op) + ": axis " + std::to_string(a) + " given twice");
     mask[n] = true;
   }
+}
+
+static ReducePlan reduce_plan(const Shape& in, const bool* mask, bool keepdim) {
   ReducePlan p;
   Shape kept = in;  // reduced dims set to 1
   for (int i = 0; i < in.nd; ++i)
@@ -63,10 +68,9 @@ AD_REGISTER_OP("sum");
 // y = sum over axes of x;  dx = dy broadcast back over the reduced axes.
 static void sum_backward(Node& o) {
   const Tensor& x = o.inputs[0];
-  std::vector<int> axes;
-  for (int i = 0; i < x.dim(); ++i)
-    if (o.ints[i]) axes.push_back(i);
-  ReducePlan p = reduce_plan("sum", x.shape(), axes, false);
+  bool mask[kMaxDims] = {false};
+  for (int i = 0; i < x.dim(); ++i) mask[i] = o.ints[i] != 0;
+  ReducePlan p = reduce_plan(x.shape(), mask, false);
   dispatch(o.dtype, [&](auto z) {
     using T = decltype(z);
     T* gx = grad_of<T>(x);
@@ -75,10 +79,10 @@ static void sum_backward(Node& o) {
   });
 }
 
-Tensor sum(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
-  ReducePlan p = reduce_plan("sum", x.shape(), axes, keepdim);
+static Tensor sum_masked(const Tensor& x, const bool* mask, bool keepdim) {
+  ReducePlan p = reduce_plan(x.shape(), mask, keepdim);
   Tensor out = make_result("sum", p.out, x.dtype(), {x}, sum_backward);
-  for (int a : axes) out.node()->ints[normalize_axis("sum", a, x.dim())] = 1;  // reduced-axis mask
+  for (int i = 0; i < x.dim(); ++i) out.node()->ints[i] = mask[i];  // reduced-axis mask
   dispatch(x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* px = x.data<T>();
@@ -89,10 +93,16 @@ Tensor sum(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
   return finish(out);
 }
 
+Tensor sum(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
+  bool mask[kMaxDims] = {false};
+  mark_axes("sum", x.shape(), axes, mask);
+  return sum_masked(x, mask, keepdim);
+}
+
 Tensor sum(const Tensor& x) {
-  std::vector<int> all;
-  for (int i = 0; i < x.dim(); ++i) all.push_back(i);
-  return sum(x, all, false);
+  bool mask[kMaxDims];
+  std::fill(mask, mask + kMaxDims, true);
+  return sum_masked(x, mask, false);
 }
 
 Tensor mean(const Tensor& x, const std::vector<int>& axes, bool keepdim) {
@@ -132,7 +142,9 @@ Tensor max(const Tensor& x, int axis, bool keepdim) {
   const int64_t n = x.size(ax), rows = outer * inner;
   if (n == 0) fail("max: axis " + std::to_string(axis) + " of " + x.shape().str() + " is empty");
   if (n > INT32_MAX) fail("max: axis too long for the int32 argmax buffer");
-  ReducePlan p = reduce_plan("max", x.shape(), {ax}, keepdim);
+  bool mask[kMaxDims] = {false};
+  mask[ax] = true;
+  ReducePlan p = reduce_plan(x.shape(), mask, keepdim);
   Tensor out = make_result("max", p.out, x.dtype(), {x}, max_backward);
   Node* nd = out.node();
   nd->ints[0] = n;

@@ -32,3 +32,18 @@ TEST_CASE("bench: the global operator new counter sees allocations (when compile
   else CHECK(pd::new_calls() == 0);
   CHECK(*p == 7);
 }
+
+// The engine's promise (issue 2): a repeated training step allocates nothing from the heap
+// once warmed up. op_allocs runs every op forward + backward and lists the ones that do.
+TEST_CASE("bench: every engine op is heap-allocation-free once warmed up (op_allocs)") {
+  pd::BenchOptions opt;
+  opt.quick = true;
+  opt.min_seconds = 0.005;
+  auto lines = pd::run_bench("op_allocs", opt);
+  REQUIRE(lines.size() == 1);
+  const auto& r = lines[0];
+  INFO(r.dump());
+  CHECK(r["ops_checked"].get<int>() >= 30);
+  CHECK(r["ops_allocating_per_pass"].empty());
+  CHECK_FALSE(r.contains("failed"));
+}
