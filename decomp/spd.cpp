@@ -50,7 +50,7 @@ static void get_opt(const json& j, const char* key, T& out, const std::string& w
 SPDConfig parse_spd_config(const json& j, const std::string& where) {
   SPDConfig c;
   check_keys(j, {"name", "target", "layers", "seed", "C", "ci_fn", "sampling", "delta", "leaky_alpha", "losses",
-                 "train", "ci_threshold", "eval_batch", "comment"},
+                 "train", "ci_threshold", "eval_batch", "dense_k", "comment"},
              where);
   get_opt(j, "seed", c.seed, where);
   get_opt(j, "C", c.model.C, where);
@@ -73,6 +73,7 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
   get_opt(j, "leaky_alpha", c.leaky_alpha, where);
   get_opt(j, "ci_threshold", c.ci_threshold, where);
   get_opt(j, "eval_batch", c.eval_batch, where);
+  get_opt(j, "dense_k", c.dense_k, where);
   if (!j.contains("losses") || !j["losses"].is_array() || j["losses"].empty())
     ad::fail(where + ": 'losses' must be a non-empty list of {name, coeff, ...}");
   static const std::set<std::string> names = {"faithfulness", "stochastic_recon", "stochastic_recon_layerwise",
@@ -231,29 +232,7 @@ std::vector<Tensor> SPD::draw_routes(const StepState& st, Routing routing, doubl
 
 Tensor SPD::distance(const Tensor& out, const Tensor& target_out) const {
   if (target.distance == Distance::mse) return ad::mse_loss(out, target_out);
-  return kl_distance(target_out, out);
-}
-
-// KL(p_target || q) over the last dim, mean over the other positions, composed from
-// elementwise ops: log q = z - s - log sum exp(z - s) with s = the row max of z as a constant
-// shift (it cancels in the gradient), p = softmax(target) with no gradient.
-Tensor kl_distance(const Tensor& target_logits, const Tensor& logits) {
-  const int64_t V = logits.size(-1), N = logits.numel() / V;
-  if (target_logits.shape() != logits.shape()) ad::shape_error("kl_distance", target_logits.shape(), logits.shape(), "shapes differ");
-  Tensor z = ad::reshape(logits, {N, V});
-  Tensor shift = ad::empty({N, 1}, logits.dtype()), logp = ad::empty({N, V}, logits.dtype());
-  for (int64_t i = 0; i < N; ++i) {
-    double mz = -INFINITY, mt = -INFINITY;
-    for (int64_t v = 0; v < V; ++v) mz = std::max(mz, z.item(i * V + v)), mt = std::max(mt, target_logits.item(i * V + v));
-    shift.set_item(i, mz);
-    double se = 0;
-    for (int64_t v = 0; v < V; ++v) se += std::exp(target_logits.item(i * V + v) - mt);
-    for (int64_t v = 0; v < V; ++v) logp.set_item(i * V + v, target_logits.item(i * V + v) - mt - std::log(se));
-  }
-  Tensor zs = z - shift;
-  Tensor logq = zs - ad::log(ad::sum(ad::exp(zs), {1}, true));
-  Tensor p = ad::exp(logp);
-  return ad::sum(p * (logp - logq)) / (double)N;
+  return ad::kl_divergence(target_out, out);  // KL(p_target || q), target constant
 }
 
 Tensor SPD::forward_masked(const Batch& batch, const std::vector<LayerMask>& masks) const {

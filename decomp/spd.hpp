@@ -77,6 +77,9 @@ struct SPDConfig {
   uint64_t seed = 0;
   double ci_threshold = 0.1;
   int64_t eval_batch = 10000;
+  // Layers expected to show a dense-k CI pattern on one-hot inputs (layer name -> k), e.g.
+  // the TMS identity layer (k = n_hidden) or residual-MLP mlp_out (k = d_mlp).
+  std::map<std::string, int64_t> dense_k;
 };
 
 // Parses the "decomposition" part of a config (everything but the target). `where` names the
@@ -135,9 +138,6 @@ class SPD {
   std::vector<ad::Tensor> all_params() const;
   std::vector<std::string> all_param_names() const;
 };
-
-// KL(softmax(target_logits) || softmax(logits)) over the last dim, mean over positions.
-ad::Tensor kl_distance(const ad::Tensor& target_logits, const ad::Tensor& logits);
 
 // ---- training ---------------------------------------------------------------------------------
 struct TrainLog {
