@@ -1,0 +1,220 @@
+#include "experiments/spd/spd_report.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iomanip>
+#include <sstream>
+
+#include "autodiff/fileio.hpp"
+#include "autodiff/safetensors.hpp"
+
+namespace pd_spd {
+
+using nlohmann::json;
+
+std::string file_safe(const std::string& s) {
+  std::string o = s;
+  for (char& c : o)
+    if (c == '/' || c == ' ' || c == '\\') c = '_';
+  return o;
+}
+
+json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
+                  const json& extra) {
+  json j = extra;
+  json layers = json::object();
+  double mmcs = -1, ml2r = -1;
+  for (const decomp::LayerEval& e : ev.layers) {
+    json l = {{"ci_l0", e.ci_l0}, {"alive_components", e.alive}, {"C", spd.cm.layers[spd.cm.index_of(e.name)].C}};
+    if (e.identity_error >= 0) l["identity_ci_error"] = e.identity_error;
+    if (e.dense_k >= 0) l["dense_k"] = e.dense_k, l["dense_k_error"] = e.dense_k_error;
+    if (e.has_mmcs) {
+      l["mmcs"] = e.mm.mmcs, l["ml2r"] = e.mm.ml2r;
+      l["cos_per_feature"] = e.mm.cos_per_col, l["norm_ratio_per_feature"] = e.mm.ratio_per_col;
+      if (mmcs < 0) mmcs = e.mm.mmcs, ml2r = e.mm.ml2r;
+    }
+    layers[e.name] = l;
+  }
+  j["layers"] = layers;
+  if (mmcs >= 0) j["mmcs"] = mmcs, j["ml2r"] = ml2r;
+  j["eval_losses"] = ev.losses;
+  json last = json::object();
+  for (auto& kv : log.values)
+    if (!kv.second.empty()) last[kv.first] = kv.second.back();
+  j["final_train_losses"] = last;
+  j["spd_train_seconds"] = log.seconds;
+  j["steps"] = spd.cfg.train.steps;
+  j["steps_per_s"] = log.seconds > 0 ? (double)spd.cfg.train.steps / log.seconds : 0.0;
+  return j;
+}
+
+void save_decomposition(const decomp::SPD& spd, const std::string& path, const json& config) {
+  std::map<std::string, ad::Tensor> t;
+  std::vector<ad::Tensor> p = spd.all_params();
+  std::vector<std::string> n = spd.all_param_names();
+  for (size_t i = 0; i < p.size(); ++i) t[n[i]] = p[i];
+  ad::save_safetensors(path, t, {{"spd_config", config.dump()}, {"format", "pd-spd-v1"}});
+}
+
+void load_decomposition(decomp::SPD& spd, const std::string& path) {
+  ad::SafeTensors st = ad::load_safetensors(path);
+  std::vector<ad::Tensor> p = spd.all_params();
+  std::vector<std::string> n = spd.all_param_names();
+  for (size_t i = 0; i < p.size(); ++i) {
+    auto it = st.tensors.find(n[i]);
+    if (it == st.tensors.end()) ad::fail(path + ": tensor '" + n[i] + "' missing");
+    if (it->second.shape() != p[i].shape())
+      ad::fail(path + ": tensor '" + n[i] + "' has shape " + it->second.shape().str() + ", expected " +
+               p[i].shape().str());
+    ad::copy_into(p[i], it->second);
+  }
+}
+
+static bool have_gnuplot() {
+  static int ok = -1;
+  if (ok < 0) ok = std::system("command -v gnuplot >/dev/null 2>&1") == 0;
+  return ok == 1;
+}
+
+static void run_gnuplot(const std::string& script_path, const std::string& script) {
+  ad::write_file_atomic(script_path, script);
+  if (!have_gnuplot()) {
+    std::fprintf(stderr, "warning: gnuplot not found; wrote %s but no PNG\n", script_path.c_str());
+    return;
+  }
+  const std::string cmd = "gnuplot '" + script_path + "' 2>/dev/null";
+  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "warning: gnuplot failed on %s\n", script_path.c_str());
+}
+
+void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
+                 const std::string& dir) {
+  // ---- loss curves
+  {
+    std::vector<std::string> cols;
+    for (auto& kv : log.values)
+      if (kv.first != "lr" && kv.first.rfind("grad_norm", 0) != 0) cols.push_back(kv.first);
+    std::ostringstream csv;
+    csv << "step";
+    for (auto& c : cols) csv << "," << c;
+    csv << "\n";
+    for (size_t i = 0; i < log.steps.size(); ++i) {
+      csv << log.steps[i];
+      for (auto& c : cols) {
+        const auto& v = log.values.at(c);
+        csv << "," << std::setprecision(8) << (i < v.size() ? v[i] : NAN);
+      }
+      csv << "\n";
+    }
+    ad::write_file_atomic(dir + "/loss_curves.csv", csv.str());
+    std::ostringstream gp;
+    gp << "set terminal pngcairo size 900,560\nset output '" << dir << "/loss_curves.png'\n"
+       << "set datafile separator ','\nset logscale y\nset key outside right\nset xlabel 'step'\n"
+       << "set ylabel 'loss term (unweighted)'\nset title 'SPD loss terms: " << spd.target.name << "'\nplot ";
+    for (size_t k = 0; k < cols.size(); ++k)
+      gp << (k ? ", " : "") << "'" << dir << "/loss_curves.csv' using 1:" << k + 2 << " with lines lw 2 title '"
+         << cols[k] << "'";
+    gp << "\n";
+    run_gnuplot(dir + "/loss_curves.gp", gp.str());
+  }
+  // ---- permuted CI matrices on one-hot inputs
+  for (const decomp::LayerEval& e : ev.layers) {
+    if (e.ci_onehot.rows == 0) continue;
+    const decomp::Mat& ci = e.ci_onehot;
+    // columns: the pattern order, truncated after the last column with any CI > 0.01
+    // (at least n_features columns, so a missing feature stays visible)
+    int64_t K = std::min<int64_t>(ci.cols, ci.rows);
+    for (int64_t r = 0; r < (int64_t)e.order.size(); ++r) {
+      double mx = 0;
+      for (int64_t i = 0; i < ci.rows; ++i) mx = std::max(mx, ci(i, e.order[r]));
+      if (mx > 0.01) K = std::max(K, r + 1);
+    }
+    std::ostringstream dat;
+    for (int64_t i = 0; i < ci.rows; ++i) {
+      for (int64_t r = 0; r < K; ++r) dat << (r ? " " : "") << ci(i, e.order.empty() ? r : e.order[r]);
+      dat << "\n";
+    }
+    const std::string base = dir + "/ci_" + file_safe(e.name);
+    ad::write_file_atomic(base + ".dat", dat.str());
+    std::ostringstream gp;
+    const int w = (int)std::min<int64_t>(1600, 300 + 18 * K), h = (int)std::min<int64_t>(1200, 200 + 18 * ci.rows);
+    gp << "set terminal pngcairo size " << w << "," << h << "\nset output '" << base << ".png'\n"
+       << "set title 'CI on one-hot inputs (x0.75), " << e.name << " (columns permuted"
+       << (e.dense_k >= 0 ? ", dense-k order" : ", Hungarian order") << ")' noenhanced\n"
+       << "set xlabel 'subcomponent (permuted)'\nset ylabel 'input feature'\nset cbrange [0:1]\n"
+       << "set palette defined (0 'white', 1 'dark-blue')\nset yrange [" << ci.rows - 0.5 << ":-0.5]\n"
+       << "set xrange [-0.5:" << K - 0.5 << "]\nplot '" << base << ".dat' matrix with image notitle\n";
+    run_gnuplot(base + ".gp", gp.str());
+  }
+  // ---- TMS: subcomponent columns against the target's columns
+  for (const decomp::LayerEval& e : ev.layers) {
+    if (!e.has_mmcs) continue;
+    const decomp::LayerComponents& L = spd.cm.layers[spd.cm.index_of(e.name)];
+    decomp::Mat W = decomp::to_mat(L.W), V = decomp::to_mat(L.V), U = decomp::to_mat(L.U);
+    const std::string base = dir + "/tms_directions";
+    std::ostringstream dat, gp;
+    if (L.d_out == 2) {
+      // per feature j: target column W[:, j] and the best subcomponent's P_c[:, j] = u_c v_c[j]
+      for (int64_t j = 0; j < L.d_in; ++j) {
+        const int64_t c = e.mm.best_c[j];
+        dat << W(0, j) << " " << W(1, j) << " " << U(c, 0) * V(j, c) << " " << U(c, 1) * V(j, c) << " " << j << "\n";
+      }
+      ad::write_file_atomic(base + ".dat", dat.str());
+      gp << "set terminal pngcairo size 700,700\nset output '" << base << ".png'\nset size square\n"
+         << "set title 'TMS: target columns W[:,j] (grey) vs best subcomponent P_c[:,j] (red), MMCS "
+         << e.mm.mmcs << ", ML2R " << e.mm.ml2r << "' noenhanced\n"
+         << "set xrange [-1.6:1.6]\nset yrange [-1.6:1.6]\n"
+         << "plot '" << base << ".dat' using (0):(0):1:2 with vectors lw 8 lc rgb '#bbbbbb' title 'target column', "
+         << "'' using (0):(0):3:4 with vectors lw 2 lc rgb 'red' title 'subcomponent', "
+         << "'' using 1:2:(sprintf('f%d', $5)) with labels offset 1,1 notitle\n";
+    } else {
+      // cos(W[:, j], P_c[:, j]) for every feature j and every subcomponent c
+      for (int64_t j = 0; j < L.d_in; ++j) {
+        for (int64_t c = 0; c < L.C; ++c) {
+          double dot = 0, pn = 0, wn = 0;
+          for (int64_t o = 0; o < L.d_out; ++o) {
+            dot += U(c, o) * V(j, c) * W(o, j), pn += U(c, o) * U(c, o) * V(j, c) * V(j, c), wn += W(o, j) * W(o, j);
+          }
+          dat << (c ? " " : "") << (pn > 0 && wn > 0 ? dot / std::sqrt(pn * wn) : 0.0);
+        }
+        dat << "\n";
+      }
+      ad::write_file_atomic(base + ".dat", dat.str());
+      gp << "set terminal pngcairo size 1400,500\nset output '" << base << ".png'\n"
+         << "set title 'TMS: cos(P_c[:,j], W[:,j]) per feature j (rows) and subcomponent c, MMCS " << e.mm.mmcs
+         << ", ML2R " << e.mm.ml2r << "' noenhanced\nset cbrange [-1:1]\n"
+         << "set palette defined (-1 'red', 0 'white', 1 'blue')\nset xlabel 'subcomponent'\nset ylabel 'feature'\n"
+         << "plot '" << base << ".dat' matrix with image notitle\n";
+    }
+    run_gnuplot(base + ".gp", gp.str());
+    break;
+  }
+}
+
+std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, double wall_s) {
+  std::ostringstream o;
+  o << "SPD decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps
+    << " steps, batch " << spd.cfg.train.batch_size << ")\n";
+  o << std::left << std::setw(20) << "layer" << std::right << std::setw(6) << "C" << std::setw(7) << "alive"
+    << std::setw(9) << "CI_L0" << std::setw(9) << "id-err" << std::setw(12) << "dense-k err" << std::setw(9)
+    << "MMCS" << std::setw(9) << "ML2R" << "\n";
+  for (const decomp::LayerEval& e : ev.layers) {
+    o << std::left << std::setw(20) << e.name << std::right << std::setw(6)
+      << spd.cm.layers[spd.cm.index_of(e.name)].C << std::setw(7) << e.alive << std::setw(9) << std::fixed
+      << std::setprecision(3) << e.ci_l0 << std::setw(9);
+    if (e.identity_error >= 0) o << e.identity_error;
+    else o << "-";
+    o << std::setw(12);
+    if (e.dense_k >= 0) o << (std::to_string(e.dense_k_error) + " (k=" + std::to_string(e.dense_k) + ")");
+    else o << "-";
+    if (e.has_mmcs) o << std::setw(9) << std::setprecision(4) << e.mm.mmcs << std::setw(9) << e.mm.ml2r;
+    else o << std::setw(9) << "-" << std::setw(9) << "-";
+    o << "\n";
+  }
+  o << "final losses (eval batch):";
+  for (auto& kv : ev.losses) o << "  " << kv.first << "=" << std::scientific << std::setprecision(3) << kv.second;
+  o << "\nwall time " << std::fixed << std::setprecision(1) << wall_s << " s\n";
+  return o.str();
+}
+
+}  // namespace pd_spd
