@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 #ifdef __AVX2__
 #include <immintrin.h>
 #endif
@@ -11,6 +12,46 @@ namespace decomp {
 using ad::Tensor;
 
 AD_REGISTER_OP("ci_scalar_mlp");
+
+// Backward: with a = h W1 + b1, s = gelu(a) (saved[0]) and s' = gelu'(a) (saved[1]):
+//   dz/dW2 = s,  dz/db2 = 1,  da = gz W2 s',  dh = sum_k da W1,  dW1 = da h,  db1 = da.
+// Per (n, c) row of H hidden units; all pointers valid (callers pass scratch for inputs
+// that need no gradient), so the loops are branch-free.
+template <class T>
+static inline void backward_row(int64_t H, T g, T hv, const T* s, const T* ds, const T* w1, const T* w2, T* gw1,
+                                T* gb1, T* gw2, T& gh) {
+  T acc = 0;
+  for (int64_t k = 0; k < H; ++k) {
+    const T da = g * w2[k] * ds[k];
+    acc += da * w1[k];
+    gw1[k] += da * hv;
+    gb1[k] += da;
+    gw2[k] += g * s[k];
+  }
+  gh += acc;
+}
+#ifdef __AVX2__
+static inline float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+static inline void backward_row(int64_t H, float g, float hv, const float* s, const float* ds, const float* w1,
+                                const float* w2, float* gw1, float* gb1, float* gw2, float& gh) {
+  if (H % 8 != 0) return backward_row<float>(H, g, hv, s, ds, w1, w2, gw1, gb1, gw2, gh);
+  const __m256 vg = _mm256_set1_ps(g), vh = _mm256_set1_ps(hv);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t k = 0; k < H; k += 8) {
+    const __m256 da = _mm256_mul_ps(_mm256_mul_ps(vg, _mm256_loadu_ps(w2 + k)), _mm256_loadu_ps(ds + k));
+    acc = _mm256_fmadd_ps(da, _mm256_loadu_ps(w1 + k), acc);
+    _mm256_storeu_ps(gw1 + k, _mm256_fmadd_ps(da, vh, _mm256_loadu_ps(gw1 + k)));
+    _mm256_storeu_ps(gb1 + k, _mm256_add_ps(da, _mm256_loadu_ps(gb1 + k)));
+    _mm256_storeu_ps(gw2 + k, _mm256_fmadd_ps(vg, _mm256_loadu_ps(s + k), _mm256_loadu_ps(gw2 + k)));
+  }
+  gh += hsum(acc);
+}
+#endif
 
 // Backward: with a = h W1 + b1, s = gelu(a) (saved[0]) and s' = gelu'(a) (saved[1]):
 //   dz/dW2 = s,  dz/db2 = 1,  da = gz W2 s',  dh = sum_k da W1,  dW1 = da h,  db1 = da.
@@ -24,24 +65,21 @@ static void ci_scalar_mlp_backward(ad::Node& o) {
     const T *s = o.saved[0].data<T>(), *ds = o.saved[1].data<T>();
     T *gh = ad::grad_of<T>(o.inputs[0]), *gw1 = ad::grad_of<T>(o.inputs[1]), *gb1 = ad::grad_of<T>(o.inputs[2]),
       *gw2 = ad::grad_of<T>(o.inputs[3]), *gb2 = ad::grad_of<T>(o.inputs[4]);
+    // Inputs without a gradient write into a discarded scratch buffer instead.
+    std::vector<T> junk((size_t)(3 * C * H + C), T(0));
+    T *jw1 = junk.data(), *jb1 = jw1 + C * H, *jw2 = jb1 + C * H, *jb2 = jw2 + C * H;
+    if (!gw1) gw1 = jw1;
+    if (!gb1) gb1 = jb1;
+    if (!gw2) gw2 = jw2;
+    if (!gb2) gb2 = jb2;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t c = 0; c < C; ++c) {
-        const T g = gz[n * C + c], hv = ph[n * C + c];
-        const T* sr = s + (n * C + c) * H;
-        const T* dr = ds + (n * C + c) * H;
-        const T* w1r = w1 + c * H;
-        const T* w2r = w2 + c * H;
-        T acc = 0;
-        if (gb2) gb2[c] += g;
-        if (gw2)
-          for (int64_t k = 0; k < H; ++k) gw2[c * H + k] += g * sr[k];
-        for (int64_t k = 0; k < H; ++k) {
-          const T da = g * w2r[k] * dr[k];
-          acc += da * w1r[k];
-          if (gw1) gw1[c * H + k] += da * hv;
-          if (gb1) gb1[c * H + k] += da;
-        }
-        if (gh) gh[n * C + c] += acc;
+        const int64_t i = n * C + c;
+        T gh_i = 0;
+        backward_row(H, gz[i], ph[i], s + i * H, ds + i * H, w1 + c * H, w2 + c * H, gw1 + c * H, gb1 + c * H,
+                     gw2 + c * H, gh_i);
+        gb2[c] += gz[i];
+        if (gh) gh[i] += gh_i;
       }
   });
 }
@@ -111,6 +149,32 @@ static void gelu_with_grad(float* s, float* ds, int64_t n) {
   for (; i < n; ++i) gelu_scalar_f(s[i], s[i], ds[i]);
 }
 
+// row[k] = a x[k] + b[k]  and  sum_k x[k] y[k]  (AVX2 for float rows with H % 8 == 0)
+template <class T>
+static inline void axpb_row(int64_t H, T a, const T* x, const T* b, T* row) {
+  for (int64_t k = 0; k < H; ++k) row[k] = a * x[k] + b[k];
+}
+template <class T>
+static inline T dot_row(int64_t H, const T* x, const T* y) {
+  T acc = 0;
+  for (int64_t k = 0; k < H; ++k) acc += x[k] * y[k];
+  return acc;
+}
+#ifdef __AVX2__
+static inline void axpb_row(int64_t H, float a, const float* x, const float* b, float* row) {
+  if (H % 8 != 0) return axpb_row<float>(H, a, x, b, row);
+  const __m256 va = _mm256_set1_ps(a);
+  for (int64_t k = 0; k < H; k += 8)
+    _mm256_storeu_ps(row + k, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + k), _mm256_loadu_ps(b + k)));
+}
+static inline float dot_row(int64_t H, const float* x, const float* y) {
+  if (H % 8 != 0) return dot_row<float>(H, x, y);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t k = 0; k < H; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k), acc);
+  return hsum(acc);
+}
+#endif
+
 Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const Tensor& W2, const Tensor& b2) {
   if (W1.dim() != 2 || b1.shape() != W1.shape() || W2.shape() != W1.shape() || b2.dim() != 1 ||
       b2.size(0) != W1.size(0) || h.size(-1) != W1.size(0))
@@ -133,16 +197,11 @@ Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const 
       for (int64_t c = 0; c < C; ++c) {
         const T hv = ph[n * C + c];
         T* row = ps + (n * C + c) * H;
-        for (int64_t k = 0; k < H; ++k) row[k] = hv * w1[c * H + k] + pb1[c * H + k];
+        axpb_row(H, hv, w1 + c * H, pb1 + c * H, row);
       }
     gelu_with_grad(ps, pds, N * C * H);
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const T* row = ps + (n * C + c) * H;
-        T acc = pb2[c];
-        for (int64_t k = 0; k < H; ++k) acc += w2[c * H + k] * row[k];
-        z[n * C + c] = acc;
-      }
+      for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, ps + (n * C + c) * H);
   });
   if (keep) out.node()->saved[0] = s, out.node()->saved[1] = ds;
   return ad::finish(out);

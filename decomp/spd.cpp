@@ -260,7 +260,10 @@ Tensor SPD::importance_minimality(const StepState& st, double p, double beta) co
   for (const Tensor& u : st.g_upper) {
     const int64_t C = u.size(-1), N = u.numel() / C;
     Tensor flat = ad::reshape(u, {N, C});
-    Tensor S = ad::sum(ad::pow(flat + 1e-12, p), {0});  // [C]
+    // p = 1 and p = 2 skip the generic pow (same values, cheaper)
+    Tensor shifted = flat + 1e-12;
+    Tensor up = p == 1.0 ? shifted : (p == 2.0 ? ad::square(shifted) : ad::pow(shifted, p));
+    Tensor S = ad::sum(up, {0});  // [C]
     Tensor f = S / (double)N;
     Tensor t = ad::sum(f);
     if (beta != 0) t = t + ad::sum(f * ad::log(S + 1.0)) * (beta / std::log(2.0));
