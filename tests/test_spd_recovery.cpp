@@ -3,9 +3,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <sstream>
 
 #include "decomp/metrics.hpp"
 #include "decomp/spd_eval.hpp"
+#include "experiments/spd/spd_audit.hpp"
 #include "tests/spd_test_util.hpp"
 
 TEST_CASE("spd: TMS 5-2 decomposition recovers the five features (slow-ish, ~tens of seconds)") {
@@ -34,4 +36,15 @@ TEST_CASE("spd: TMS 5-2 decomposition recovers the five features (slow-ish, ~ten
   CHECK(ev.layers[0].identity_error == 0);
   CHECK(ev.layers[1].identity_error == 0);
   CHECK(ev.layers[0].alive == 5);
+}
+
+TEST_CASE("spd: pd audit passes on the TMS 5-2 and residual MLP configs (float64 gradient check of one step)") {
+  for (const char* cfg : {"experiments/configs/spd_tms_5-2.json", "experiments/configs/spd_tms_5-2-id.json",
+                          "experiments/configs/spd_resid_mlp1.json", "experiments/configs/spd_resid_mlp2.json"}) {
+    std::ostringstream out;
+    const bool ok = pd_spd::audit_config(cfg, 6, 8, false, out);
+    INFO(out.str());
+    CHECK_MESSAGE(ok, cfg);
+    CHECK(out.str().find("audit passed") != std::string::npos);
+  }
 }

@@ -1,0 +1,127 @@
+#include "experiments/spd/spd_target.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <set>
+
+#include "models/data.hpp"
+
+namespace pd_spd {
+
+using nlohmann::json;
+
+decomp::Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
+                           const std::vector<std::string>& layer_names) {
+  decomp::Target t;
+  t.name = model->type();
+  if (model->config().contains("n_features")) t.name += "_" + std::to_string(model->config()["n_features"].get<int64_t>());
+  t.dtype = model->dtype();
+  std::vector<models::LayerInfo> infos = model->layers();
+  std::set<std::string> wanted(layer_names.begin(), layer_names.end());
+  for (const std::string& n : layer_names) {
+    bool found = false;
+    for (auto& li : infos) found = found || li.name == n;
+    if (!found) ad::fail("decompose: the " + model->type() + " target has no layer '" + n + "'");
+  }
+  for (const models::LayerInfo& li : infos) {
+    if (!wanted.empty() && !wanted.count(li.name)) continue;
+    decomp::LayerSpec s;
+    s.name = li.name;
+    s.weight = ad::detach(li.weight);
+    // Tie only to a decomposed layer whose weight this one is the transpose of (TMS linear2).
+    if (!li.tied_to.empty() && li.tied_transposed && (wanted.empty() || wanted.count(li.tied_to))) {
+      bool src_listed = false;
+      for (auto& o : infos) src_listed = src_listed || o.name == li.tied_to;
+      if (src_listed) s.tied_to = li.tied_to;
+    }
+    t.layers.push_back(s);
+  }
+  if (run.data.type == "sparse_features") {
+    t.n_features = run.data.sparse.n_features;
+    t.distance = decomp::Distance::mse;
+    const models::SparseFeatureSpec spec = run.data.sparse;
+    const ad::DType dt = t.dtype;
+    t.sample = [spec, dt](int64_t B, ad::Rng& rng) {
+      decomp::Batch b;
+      b.size = B;
+      b.x = models::sample_sparse_features(spec, B, rng, dt);
+      return b;
+    };
+    t.forward = [model](const decomp::Batch& b, models::ForwardHooks* h) { return model->forward(b.x, h); };
+  } else if (run.data.type == "induction") {
+    t.distance = decomp::Distance::kl;
+    const int64_t vocab = run.model.at("vocab").get<int64_t>(), half = run.data.half_len;
+    t.sample = [vocab, half](int64_t B, ad::Rng& rng) {
+      decomp::Batch b;
+      b.size = B;
+      b.ids = models::sample_induction(vocab, half, B, rng).inputs;
+      return b;
+    };
+    t.forward = [model](const decomp::Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };
+  } else {
+    ad::fail("decompose: targets with data type '" + run.data.type + "' are not supported yet");
+  }
+  return t;
+}
+
+static std::string dir_of(const std::string& p) {
+  const size_t s = p.find_last_of('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+static std::string resolve(const std::string& p, const std::string& config_path) {
+  if (p.empty() || p[0] == '/') return p;
+  std::ifstream f(p);
+  if (f.good()) return p;  // relative to the working directory (repo root)
+  return dir_of(config_path) + "/" + p;
+}
+
+LoadedTarget load_target(const json& cfg, const std::string& config_path, const std::string& train_dir,
+                         ad::DType dtype, bool quiet) {
+  if (!cfg.contains("target") || !cfg["target"].is_object())
+    ad::fail(config_path + ": missing object 'target' ({\"run_config\": ..., \"checkpoint\": ...})");
+  const json& tj = cfg["target"];
+  for (auto it = tj.begin(); it != tj.end(); ++it)
+    if (it.key() != "run_config" && it.key() != "checkpoint" && it.key() != "layers")
+      ad::fail(config_path + ": target: unknown key '" + it.key() + "'");
+  if (!tj.contains("run_config")) ad::fail(config_path + ": target: 'run_config' (path or object) is required");
+  LoadedTarget lt;
+  if (tj["run_config"].is_string())
+    lt.run = models::load_run_config(resolve(tj["run_config"].get<std::string>(), config_path));
+  else
+    lt.run = models::parse_run_config(tj["run_config"], config_path + ": target.run_config");
+  std::string ckpt = tj.value("checkpoint", std::string());
+  if (!ckpt.empty()) {
+    lt.checkpoint = resolve(ckpt, config_path);
+    lt.model = models::load_model(lt.checkpoint, dtype);
+  } else {
+    if (!quiet) std::fprintf(stderr, "decompose: no target checkpoint given; training the target first\n");
+    auto t0 = std::chrono::steady_clock::now();
+    models::TrainOptions opts;
+    opts.out_dir = train_dir;
+    opts.progress = !quiet;
+    models::TrainResult r = models::train(lt.run, opts);
+    lt.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!train_dir.empty()) lt.checkpoint = train_dir + "/model.safetensors";
+    if (dtype == r.model->dtype()) {
+      lt.model = std::move(r.model);
+    } else {
+      ad::Rng rng(0);
+      lt.model = models::make_model(r.model->config(), rng, dtype, "trained target");
+      std::vector<std::pair<std::string, ad::Tensor>> vals;
+      for (auto& p : r.model->parameters()) vals.emplace_back(p.name, p.value);
+      lt.model->load_params(vals, "trained target");
+    }
+  }
+  std::vector<std::string> names;
+  if (tj.contains("layers")) names = tj["layers"].get<std::vector<std::string>>();
+  lt.target = make_target(lt.model, lt.run, names);
+  if (tj["run_config"].is_string()) {  // name the target after its run config: "tms_5-2"
+    std::string n = tj["run_config"].get<std::string>();
+    n = n.substr(n.find_last_of('/') + 1);
+    lt.target.name = n.substr(0, n.rfind(".json"));
+  }
+  return lt;
+}
+
+}  // namespace pd_spd

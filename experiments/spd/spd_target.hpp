@@ -1,0 +1,35 @@
+// Builds the decomp::Target for a models/ target from the "target" section of a
+// decomposition config:
+//   "target": {"run_config": "experiments/configs/tms_5-2.json" | {...inline run config...},
+//              "checkpoint": "path/model.safetensors" (optional: trained first when absent),
+//              "layers": ["linear1", ...] (optional: default every layer the model lists)}
+#pragma once
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "decomp/spd.hpp"
+#include "models/model.hpp"
+#include "models/train.hpp"
+
+namespace pd_spd {
+
+struct LoadedTarget {
+  std::shared_ptr<models::Model> model;
+  models::RunConfig run;
+  decomp::Target target;
+  double train_seconds = 0;  // target training time (0 when loaded from a checkpoint)
+  std::string checkpoint;    // where the target weights came from / were written
+};
+
+// `config_path` is used to resolve relative paths and in error messages. When the target is
+// trained, its outputs go to train_dir (if non-empty). `dtype` f64 is used by audits.
+LoadedTarget load_target(const nlohmann::json& cfg, const std::string& config_path, const std::string& train_dir,
+                         ad::DType dtype = ad::DType::f32, bool quiet = false);
+
+// decomp::Target over an existing model (the data distribution from run.data).
+decomp::Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
+                           const std::vector<std::string>& layer_names);
+
+}  // namespace pd_spd
