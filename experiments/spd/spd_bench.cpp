@@ -1,0 +1,49 @@
+// `pd bench spd_tms_5-2 | spd_tms_40-10 | spd_resid_mlp1`: steps/s of one full SPD training
+// step of METHODS 3.6 (importance minimality + stochastic + layerwise reconstruction, delta
+// component on, mlp[16] CI functions, Adam update) with the config's batch size, on a freshly
+// initialised target (a step's cost does not depend on the target's weights).
+// experiments/pytorch/spd_step_bench.py is the same step in plain PyTorch eager.
+#include "autodiff/optim.hpp"
+#include "experiments/bench.hpp"
+#include "experiments/spd/spd_target.hpp"
+
+namespace {
+
+pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd::BenchOptions& opt) {
+  nlohmann::json cfg = nlohmann::json::parse(R"({"C": 20, "ci_fn": {"type": "mlp", "hidden": [16]}, "delta": true,
+    "losses": [{"name": "importance_minimality", "coeff": 3e-3, "p": 1.0},
+               {"name": "stochastic_recon", "coeff": 1.0}, {"name": "stochastic_recon_layerwise", "coeff": 1.0}]})");
+  (void)spd_config;
+  models::RunConfig run = models::load_run_config(run_config);
+  const bool tms = run.model.at("type") == "tms";
+  cfg["C"] = tms ? (run.model.at("n_features").get<int64_t>() == 5 ? 20 : 200) : 100;
+  if (!tms) cfg["losses"][0]["coeff"] = 1e-5, cfg["losses"][0]["p"] = 2.0;
+  const int64_t batch = opt.quick ? 256 : (tms ? 4096 : 2048);
+  decomp::SPDConfig sc = decomp::parse_spd_config(cfg, spd_config);
+  ad::Rng mrng(0);
+  std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, run_config);
+  decomp::Target target = pd_spd::make_target(model, run, {});
+  ad::Rng rng(0);
+  decomp::SPD spd(target, sc, rng);
+  ad::Adam adam({ad::ParamGroup("components", spd.cm.component_params()), ad::ParamGroup("ci_fns", spd.cm.ci_params())},
+                ad::AdamConfig{1e-3, {0.9, 0.999}, 1e-8, 0.0});
+  auto step = [&] {
+    decomp::Batch b = target.sample(batch, rng);
+    adam.zero_grad();
+    ad::backward(spd.total_loss(b, 0.5, rng, nullptr, false));
+    adam.step(1e-3);
+  };
+  pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
+  return {{"steps_per_s", 1.0 / t.median_s}, {"best_steps_per_s", 1.0 / t.best_s}, {"ms_per_step", 1e3 * t.median_s},
+          {"batch", batch}, {"C", cfg["C"]}, {"reps", t.reps}};
+}
+
+pd::BenchJson bench_tms52(const pd::BenchOptions& o) { return bench_spd("spd_tms_5-2", "experiments/configs/tms_5-2.json", o); }
+pd::BenchJson bench_tms4010(const pd::BenchOptions& o) { return bench_spd("spd_tms_40-10", "experiments/configs/tms_40-10.json", o); }
+pd::BenchJson bench_resid1(const pd::BenchOptions& o) { return bench_spd("spd_resid_mlp1", "experiments/configs/resid_mlp1.json", o); }
+
+}  // namespace
+
+PD_BENCH("spd_tms_5-2", "SPD training step on TMS 5-2 (C 20, batch 4096)", bench_tms52);
+PD_BENCH("spd_tms_40-10", "SPD training step on TMS 40-10 (C 200, batch 4096)", bench_tms4010);
+PD_BENCH("spd_resid_mlp1", "SPD training step on the 1-layer residual MLP (C 100, batch 2048)", bench_resid1);
