@@ -403,3 +403,33 @@ TEST_CASE("autodiff: float32 gradients of the vectorised kernels agree with floa
   }, 1e-5);
   compare({2, 3, 19, 8}, [](const Tensor& x) { return ad::attention(x, x, x, false); }, 1e-5);
 }
+
+TEST_CASE("autodiff: float32 vectorised tanh-GELU agrees with the float64 formula") {
+  // values from -12 to 12 (both tails) in a length that is not a multiple of 8
+  const int64_t n = 4803;
+  std::vector<double> v((size_t)n);
+  for (int64_t i = 0; i < n; ++i) v[(size_t)i] = -12.0 + 24.0 * (double)i / (double)(n - 1);
+  Tensor x32 = ad::from_vector(v, {n}, ad::DType::f32);
+  x32.requires_grad_();
+  for (int which = 0; which < 1; ++which) {  // gelu_erf: tests/test_gelu_f32.cpp
+    INFO("op " << (which == 0 ? "gelu_tanh" : "gelu_erf"));
+    auto f = [which](const Tensor& t) { return which == 0 ? ad::gelu_tanh(t) : ad::gelu_erf(t); };
+    Tensor y32 = f(x32);
+    Tensor g32 = ad::grad(y32, {x32}, ad::ones({n}, ad::DType::f32))[0];
+    double worst_y = 0, worst_g = 0, worst_gx = 0, worst_yx = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      // compare against float64 evaluated at the float32-rounded input
+      const double xi = x32.item(i);
+      Tensor one = ad::from_vector({xi}, {1}, ad::DType::f64);
+      one.requires_grad_();
+      Tensor yo = f(one);
+      const double gy = ad::grad(yo, {one}, ad::ones({1}, ad::DType::f64))[0].item();
+      const double ry = std::abs(y32.item(i) - yo.item()) / std::max(1e-20, std::abs(yo.item()));
+      if (ry > worst_y) worst_y = ry, worst_yx = xi;
+      if (std::abs(g32.item(i) - gy) > worst_g) worst_g = std::abs(g32.item(i) - gy), worst_gx = xi;
+    }
+    INFO("worst relative value error " << worst_y << " at x = " << worst_yx << ", worst absolute derivative error " << worst_g << " at x = " << worst_gx);
+    CHECK(worst_y < 1e-5);  // relative, even in the far negative tail
+    CHECK(worst_g < 1e-6);
+  }
+}
