@@ -137,7 +137,7 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     const std::string base = dir + "/ci_" + file_safe(e.name);
     ad::write_file_atomic(base + ".dat", dat.str());
     std::ostringstream gp;
-    const int w = (int)std::min<int64_t>(1600, 300 + 18 * K), h = (int)std::min<int64_t>(1200, 200 + 18 * ci.rows);
+    const int w = (int)std::max<int64_t>(760, std::min<int64_t>(1600, 300 + 18 * K)), h = (int)std::min<int64_t>(1200, 200 + 18 * ci.rows);
     gp << "set terminal pngcairo size " << w << "," << h << "\nset output '" << base << ".png'\n"
        << "set title 'CI on one-hot inputs (x0.75), " << e.name << " (columns permuted"
        << (e.dense_k >= 0 ? ", dense-k order" : ", Hungarian order") << ")' noenhanced\n"
