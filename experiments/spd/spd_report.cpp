@@ -77,7 +77,10 @@ static bool have_gnuplot() {
   return ok == 1;
 }
 
-static void run_gnuplot(const std::string& script_path, const std::string& script) {
+static void run_gnuplot(const std::string& script_path, const std::string& body) {
+  // noenhanced: layer and loss names contain '_', which would otherwise become subscripts
+  const size_t nl = body.find('\n');
+  const std::string script = body.substr(0, nl + 1) + "set termoption noenhanced\n" + body.substr(nl + 1);
   ad::write_file_atomic(script_path, script);
   if (!have_gnuplot()) {
     std::fprintf(stderr, "warning: gnuplot not found; wrote %s but no PNG\n", script_path.c_str());
@@ -160,7 +163,7 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
         dat << W(0, j) << " " << W(1, j) << " " << U(c, 0) * V(j, c) << " " << U(c, 1) * V(j, c) << " " << j << "\n";
       }
       ad::write_file_atomic(base + ".dat", dat.str());
-      gp << "set terminal pngcairo size 700,700\nset output '" << base << ".png'\nset size square\n"
+      gp << "set terminal pngcairo size 900,900\nset output '" << base << ".png'\nset size square\n"
          << "set title 'TMS: target columns W[:,j] (grey) vs best subcomponent P_c[:,j] (red), MMCS "
          << e.mm.mmcs << ", ML2R " << e.mm.ml2r << "' noenhanced\n"
          << "set xrange [-1.6:1.6]\nset yrange [-1.6:1.6]\n"
