@@ -39,7 +39,8 @@ std::unique_ptr<Model> load_model(const std::string& path, ad::DType dtype) {
 }
 
 void save_checkpoint(const std::string& path, const Model& m, const ad::Adam& opt, int64_t step,
-                     const std::vector<CurveRow>& curve, const RunConfig& cfg) {
+                     const std::vector<CurveRow>& curve, const RunConfig& cfg, double window_loss,
+                     int64_t window_n) {
   std::map<std::string, ad::Tensor> t;
   json param_steps = json::array();
   size_t slot = 0;
@@ -59,11 +60,13 @@ void save_checkpoint(const std::string& path, const Model& m, const ad::Adam& op
                         {"step", std::to_string(step)},
                         {"param_steps", param_steps.dump()},
                         {"curve", jc.dump()},
+                        {"window", json::array({window_loss, window_n}).dump()},
                         {"model_config", m.config().dump()},
                         {"run_config", cfg.to_json().dump()}});
 }
 
-int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, std::vector<CurveRow>& curve) {
+int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, std::vector<CurveRow>& curve,
+                        double* window_loss, int64_t* window_n) {
   ad::SafeTensors st = ad::load_safetensors(path);
   auto fmt = st.metadata.find("format");
   if (fmt == st.metadata.end() || fmt->second != "pd-checkpoint-v1")
@@ -94,6 +97,9 @@ int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, std::v
   }
   curve.clear();
   for (auto& r : parse_meta(st, "curve", path)) curve.push_back({r[0].get<int64_t>(), r[1].get<double>(), r[2].get<double>(), r[3].get<double>()});
+  json w = parse_meta(st, "window", path);
+  if (window_loss) *window_loss = w.at(0).get<double>();
+  if (window_n) *window_n = w.at(1).get<int64_t>();
   return std::stoll(st.metadata.at("step"));
 }
 

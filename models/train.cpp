@@ -331,8 +331,6 @@ static std::string fmt_time(double s) {
   return b;
 }
 
-// Defined in model_io.cpp.
-int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, std::vector<CurveRow>& curve);
 
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   using clock = std::chrono::steady_clock;
@@ -352,7 +350,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   sched.warmup_steps = tc.warmup_steps;
 
   int64_t step = 0;
-  if (!opts.resume_from.empty()) step = load_checkpoint(opts.resume_from, m, opt, res.curve);
+  double window_loss = 0;
+  int64_t window_n = 0;
+  if (!opts.resume_from.empty()) step = load_checkpoint(opts.resume_from, m, opt, res.curve, &window_loss, &window_n);
   if (!opts.out_dir.empty()) {
     make_dirs(opts.out_dir);
     write_json_atomic(opts.out_dir + "/config.json", cfg.to_json());
@@ -361,8 +361,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   const double t_prev = res.curve.empty() ? 0.0 : res.curve.back().time_s;  // time before a resume
   const auto t0 = clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
-  double window_loss = 0, last_print = 0;
-  int64_t window_n = 0, items = 0;
+  double last_print = 0;
+  int64_t items = 0;
   const int64_t start_step = step;
   const bool tty = isatty(2);
   for (; step < end; ++step) {
@@ -391,7 +391,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
       std::fflush(stderr);
     }
     if (!opts.out_dir.empty() && tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0 && step + 1 < end)
-      save_checkpoint(opts.out_dir + "/checkpoint.safetensors", m, opt, step + 1, res.curve, cfg);
+      save_checkpoint(opts.out_dir + "/checkpoint.safetensors", m, opt, step + 1, res.curve, cfg, window_loss, window_n);
   }
   if (opts.progress && tty && last_print > 0) std::fprintf(stderr, "\n");
   res.steps_done = step;
@@ -420,7 +420,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
     write_file_atomic(o + "/curve.csv", curve_csv(res.curve));
     write_json_atomic(o + "/model_config.json", m.config());
     if (step < tc.steps) {
-      save_checkpoint(o + "/checkpoint.safetensors", m, opt, step, res.curve, cfg);
+      save_checkpoint(o + "/checkpoint.safetensors", m, opt, step, res.curve, cfg, window_loss, window_n);
     } else {
       save_model(m, o + "/model.safetensors");
       write_json_atomic(o + "/metrics.json", metrics);

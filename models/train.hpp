@@ -101,8 +101,14 @@ std::unique_ptr<Task> make_task(const RunConfig& cfg);
 TextDataset make_run_dataset(const DataConfig& d);
 
 // Checkpoints: model parameters + AdamW moments + step + curve, one safetensors file.
+// (window_loss, window_n): the partial curve window at the checkpoint, so a resumed run's
+// curve rows equal an uninterrupted run's even when the step is not a multiple of log_every.
 void save_checkpoint(const std::string& path, const Model& m, const ad::Adam& opt, int64_t step,
-                     const std::vector<CurveRow>& curve, const RunConfig& cfg);
+                     const std::vector<CurveRow>& curve, const RunConfig& cfg, double window_loss = 0,
+                     int64_t window_n = 0);
+// Restores a checkpoint into a freshly built model + optimiser; returns the step.
+int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, std::vector<CurveRow>& curve,
+                        double* window_loss = nullptr, int64_t* window_n = nullptr);
 
 std::string curve_csv(const std::vector<CurveRow>& curve);
 
