@@ -1,10 +1,42 @@
 #include "autodiff/autograd.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <utility>
 
 namespace ad {
+
+// ---- op profile: per-op-name wall time (off unless set_op_profile(true)) ----------------
+static bool g_profile = false;
+static std::map<std::string, OpTime>& profile_table() {
+  static std::map<std::string, OpTime> t;
+  return t;
+}
+static double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+// Forward timing: make_result pushes (node, start); finish pops it (and any op above it
+// that never called finish).
+static std::vector<std::pair<const Node*, double>>& open_ops() {
+  static std::vector<std::pair<const Node*, double>> s;
+  return s;
+}
+void set_op_profile(bool on) { g_profile = on; }
+void reset_op_profile() { profile_table().clear(), open_ops().clear(); }
+std::vector<OpTime> op_profile() {
+  std::vector<OpTime> v;
+  for (auto& kv : profile_table()) v.push_back(kv.second);
+  std::sort(v.begin(), v.end(), [](const OpTime& a, const OpTime& b) { return a.fwd_s + a.bwd_s > b.fwd_s + b.bwd_s; });
+  return v;
+}
+static OpTime& profile_entry(const char* op) {
+  OpTime& e = profile_table()[op];
+  if (e.op.empty()) e.op = op;
+  return e;
+}
 
 static bool g_nan_guard = false;
 static BackwardObserver g_observer = nullptr;
@@ -35,6 +67,7 @@ Tensor make_result(const char* op, const Shape& shape, DType dtype, const Tensor
     n->n_inputs = n_inputs;
     for (int i = 0; i < n_inputs; ++i) n->inputs[i] = inputs[i];
   }
+  if (g_profile) open_ops().push_back({n, now_s()});
   return out;
 }
 
@@ -63,6 +96,16 @@ static std::string describe_inputs(const Node& n) {
 }
 
 Tensor finish(Tensor out) {
+  if (g_profile) {
+    auto& s = open_ops();
+    for (size_t k = s.size(); k-- > 0;)
+      if (s[k].first == out.node()) {
+        OpTime& e = profile_entry(out.node()->op);
+        e.fwd_calls += 1, e.fwd_s += now_s() - s[k].second;
+        s.resize(k);
+        break;
+      }
+  }
   if (g_nan_guard) {
     Node* n = out.node();
     int64_t bad = first_non_finite(n->data, n->shape.numel(), n->dtype);
@@ -161,7 +204,12 @@ static std::vector<Node*>& run_pass(const Tensor& output, const Tensor& grad_out
     if (n->is_leaf || !n->backward) continue;
     if (n->scratch) {
       if (g_observer) g_observer(n->op);
+      const double t0 = g_profile ? now_s() : 0;
       n->backward(*n);
+      if (g_profile) {
+        OpTime& e = profile_entry(n->op);
+        e.bwd_calls += 1, e.bwd_s += now_s() - t0;
+      }
       if (g_nan_guard)
         for (int i = 0; i < n->n_inputs; ++i) {
           Node* in = n->inputs[i].node();

@@ -58,6 +58,19 @@ struct NanGuardScope {
   bool prev;
 };
 
+// ---- op profile ------------------------------------------------------------------------
+// When on, every op's forward (make_result .. finish) and backward call is timed and
+// counted per op name; `pd bench NAME --profile` prints the table. Off by default (two
+// clock reads per op when on). Nested ops (an op built from others) count in both.
+struct OpTime {
+  std::string op;
+  int64_t fwd_calls = 0, bwd_calls = 0;
+  double fwd_s = 0, bwd_s = 0;
+};
+void set_op_profile(bool on);
+void reset_op_profile();
+std::vector<OpTime> op_profile();  // sorted by fwd_s + bwd_s, largest first
+
 // ---- op registry ------------------------------------------------------------------------
 // Every differentiable op name registers itself (AD_REGISTER_OP in its .cpp); the gradient
 // audit compares this list with the ops its cases exercised, so an op without an audit

@@ -17,22 +17,6 @@ void Rng::reseed(uint64_t seed) {
   has_spare_ = false;
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t Rng::next_u64() {  // xoshiro256**
-  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  const uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = rotl(s_[3], 45);
-  return result;
-}
-
-double Rng::uniform() { return (double)(next_u64() >> 11) * 0x1.0p-53; }
-
 double Rng::normal() {
   if (has_spare_) {
     has_spare_ = false;
@@ -66,14 +50,14 @@ void fill_uniform(Tensor& x, double lo, double hi, Rng& rng) {
   dispatch(x.dtype(), [&](auto z) {
     using T = decltype(z);
     T* p = x.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) p[i] = (T)rng.uniform(lo, hi);
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) p[i] = (T)rng.uniform(lo, hi);
   });
 }
 void fill_normal(Tensor& x, double mean, double std, Rng& rng) {
   dispatch(x.dtype(), [&](auto z) {
     using T = decltype(z);
     T* p = x.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) p[i] = (T)(mean + std * rng.normal());
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) p[i] = (T)(mean + std * rng.normal());
   });
 }
 Tensor rand_uniform(const Shape& s, double lo, double hi, Rng& rng, DType t) {
@@ -91,7 +75,7 @@ Tensor rand_bernoulli(const Shape& s, double p, Rng& rng, DType t) {
   dispatch(t, [&](auto z) {
     using T = decltype(z);
     T* d = x.data<T>();
-    for (int64_t i = 0; i < x.numel(); ++i) d[i] = rng.bernoulli(p) ? (T)1 : (T)0;
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) d[i] = rng.bernoulli(p) ? (T)1 : (T)0;
   });
   return x;
 }

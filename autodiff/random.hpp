@@ -13,8 +13,18 @@ class Rng {
  public:
   explicit Rng(uint64_t seed = 0) { reseed(seed); }
   void reseed(uint64_t seed);
-  uint64_t next_u64();
-  double uniform();                       // [0, 1), 53 random bits
+  uint64_t next_u64() {  // xoshiro256** (inline: fill loops draw one per element)
+    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+  double uniform() { return (double)(next_u64() >> 11) * 0x1.0p-53; }  // [0, 1), 53 random bits
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
   double normal();                        // standard normal (Box-Muller, both values used)
   bool bernoulli(double p) { return uniform() < p; }
@@ -24,6 +34,7 @@ class Rng {
   Rng split() { return Rng(next_u64()); }
 
  private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
   uint64_t s_[4];
   bool has_spare_ = false;
   double spare_ = 0;

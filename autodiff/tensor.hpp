@@ -10,7 +10,8 @@
 // step that repeats the same shapes allocates nothing from the heap after its first pass.
 // Destruction is iterative, so a 100,000-node chain is freed without deep recursion.
 //
-// The engine is single-threaded (BLAS may use threads inside one matmul).
+// The engine is single-threaded (BLAS may use threads inside one matmul, and a few big
+// kernels split raw-memory loops over threads with ad::parallel_chunks).
 #pragma once
 #include <cstddef>
 #include <cstdint>

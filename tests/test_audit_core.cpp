@@ -81,6 +81,12 @@ AUDIT_CASE("matmul: all transposes, batched, broadcast 2-d operand") {
     }
   Tensor s = audit::input({5, 5}, rng);  // the same tensor on both sides: s s^T
   CHECK_GRADIENTS([](const In& v) { return ad::matmul(v[0], v[0], false, true); }, In({s}));
+  // mostly-zero left operand with N >= 16 columns: the forward's sparse path
+  Tensor sp = ad::zeros({2, 3, 9}, ad::DType::f64);
+  sp.set_item(4, 0.7), sp.set_item(40, -1.3);
+  sp.requires_grad_(true);
+  Tensor wide = audit::input({9, 17}, rng);
+  CHECK_GRADIENTS([](const In& v) { return ad::matmul(v[0], v[1]); }, In({sp, wide}));
 }
 
 AUDIT_CASE("linear with and without bias") {

@@ -141,6 +141,25 @@ TEST_CASE("autodiff: BLAS gemm matches the reference loop for every transpose") 
     }
 }
 
+TEST_CASE("autodiff: matmul with a mostly-zero left operand (sparse path) matches the reference loop") {
+  ad::Rng rng(6);
+  for (ad::DType dt : {ad::DType::f32, ad::DType::f64}) {
+    const int64_t M = 37, K = 19, N = 21;  // N >= 16 takes the sparse path
+    Tensor A = ad::zeros({M, K}, dt), B = ad::rand_normal({K, N}, 0, 1, rng, dt);
+    for (int64_t i = 0; i < M; i += 3) A.set_item(i * K + (i * 7) % K, rng.normal());  // 13 of 703 non-zero
+    std::vector<double> a = A.to_vector(), b = B.to_vector(), ref(M * N, 0.0);
+    ad::gemm_reference<double>(false, false, M, N, K, 1.0, a.data(), K, b.data(), N, 0.0, ref.data(), N);
+    Tensor C = ad::matmul(A, B);
+    for (int64_t i = 0; i < M * N; ++i) CHECK(C.item(i) == doctest::Approx(ref[i]).epsilon(dt == ad::DType::f32 ? 1e-5 : 1e-12));
+    // the same through the dense path (transposed B is never sparse-pathed)
+    Tensor Ct = ad::matmul(A, ad::transpose(B, 0, 1), false, true);
+    for (int64_t i = 0; i < M * N; ++i) CHECK(Ct.item(i) == doctest::Approx(ref[i]).epsilon(dt == ad::DType::f32 ? 1e-5 : 1e-12));
+  }
+  std::vector<float> dense = {1, 2, 0, 0, 0, 0, 0, 0, 0}, sparse = {1, 0, 0, 0, 0, 0, 0, 0, 0};
+  CHECK_FALSE(ad::mostly_zero(dense.data(), 9));
+  CHECK(ad::mostly_zero(sparse.data(), 9));
+}
+
 TEST_CASE("autodiff: same seed gives bit-identical random streams") {
   ad::Rng a(42), b(42), c(43);
   Tensor x = ad::rand_normal({100}, 0, 1, a), y = ad::rand_normal({100}, 0, 1, b), z = ad::rand_normal({100}, 0, 1, c);

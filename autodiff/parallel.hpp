@@ -1,0 +1,28 @@
+// Data parallelism for the few kernels big enough to pay for a second thread (the fused
+// CI function). Work is split into a FIXED number of chunks whose boundaries depend only
+// on the problem size, never on the thread count; kernels that reduce keep one partial
+// result per chunk and add them in chunk order, so the numbers are bit-identical with 1
+// or N threads. Chunks run on the calling thread plus persistent workers, which touch raw
+// memory only: no tensors, no engine calls (the engine itself is single-threaded).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <utility>
+
+namespace ad {
+
+// Threads used by parallel_chunks: PD_NUM_THREADS if set, else the hardware's count, at
+// most 8. 1 runs every chunk on the calling thread.
+int num_threads();
+void set_num_threads(int n);
+
+// Calls fn(c) for c = 0 .. n_chunks-1, spread over num_threads() threads; returns when all
+// are done. fn must not throw.
+void parallel_chunks(int n_chunks, const std::function<void(int)>& fn);
+
+// [begin, end) of chunk c when n items are split into n_chunks nearly equal chunks.
+inline std::pair<int64_t, int64_t> chunk_range(int64_t n, int n_chunks, int c) {
+  return {n * c / n_chunks, n * (c + 1) / n_chunks};
+}
+
+}  // namespace ad
