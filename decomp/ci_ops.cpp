@@ -1,5 +1,8 @@
 #include "decomp/ci_ops.hpp"
 
+#include "autodiff/parallel.hpp"
+
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -13,8 +16,7 @@ using ad::Tensor;
 
 AD_REGISTER_OP("ci_scalar_mlp");
 
-// Backward: with a = h W1 + b1, s = gelu(a) (saved[0]) and s' = gelu'(a) (saved[1]):
-//   dz/dW2 = s,  dz/db2 = 1,  da = gz W2 s',  dh = sum_k da W1,  dW1 = da h,  db1 = da.
+// One (n, c) row of the backward below: gz, h, s = gelu(a), s' = gelu'(a) -> gradients.
 // Per (n, c) row of H hidden units; all pointers valid (callers pass scratch for inputs
 // that need no gradient), so the loops are branch-free.
 template <class T>
@@ -52,37 +54,6 @@ static inline void backward_row(int64_t H, float g, float hv, const float* s, co
   gh += hsum(acc);
 }
 #endif
-
-// Backward: with a = h W1 + b1, s = gelu(a) (saved[0]) and s' = gelu'(a) (saved[1]):
-//   dz/dW2 = s,  dz/db2 = 1,  da = gz W2 s',  dh = sum_k da W1,  dW1 = da h,  db1 = da.
-static void ci_scalar_mlp_backward(ad::Node& o) {
-  const Tensor &h = o.inputs[0], &W1 = o.inputs[1], &W2 = o.inputs[3];
-  const int64_t C = W1.size(0), H = W1.size(1), N = h.numel() / C;
-  ad::dispatch(o.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    const T* gz = static_cast<const T*>(o.scratch);
-    const T *ph = h.data<T>(), *w1 = W1.data<T>(), *w2 = W2.data<T>();
-    const T *s = o.saved[0].data<T>(), *ds = o.saved[1].data<T>();
-    T *gh = ad::grad_of<T>(o.inputs[0]), *gw1 = ad::grad_of<T>(o.inputs[1]), *gb1 = ad::grad_of<T>(o.inputs[2]),
-      *gw2 = ad::grad_of<T>(o.inputs[3]), *gb2 = ad::grad_of<T>(o.inputs[4]);
-    // Inputs without a gradient write into a discarded scratch buffer instead.
-    std::vector<T> junk((size_t)(3 * C * H + C), T(0));
-    T *jw1 = junk.data(), *jb1 = jw1 + C * H, *jw2 = jb1 + C * H, *jb2 = jw2 + C * H;
-    if (!gw1) gw1 = jw1;
-    if (!gb1) gb1 = jb1;
-    if (!gw2) gw2 = jw2;
-    if (!gb2) gb2 = jb2;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t i = n * C + c;
-        T gh_i = 0;
-        backward_row(H, gz[i], ph[i], s + i * H, ds + i * H, w1 + c * H, w2 + c * H, gw1 + c * H, gb1 + c * H,
-                     gw2 + c * H, gh_i);
-        gb2[c] += gz[i];
-        if (gh) gh[i] += gh_i;
-      }
-  });
-}
 
 // In place over n pre-activations: s[i] <- gelu(a_i) = a Phi(a), ds[i] <- gelu'(a_i) =
 // Phi(a) + a phi(a), where s holds a on entry. Float uses an AVX2 kernel: Phi from the
@@ -133,7 +104,9 @@ static void gelu_with_grad(float* s, float* ds, int64_t n) {
     const __m256 e = _mm256_mul_ps(poly, _mm256_castsi256_ps(bits));
     // erf(|a|/sqrt2) = 1 - t (a1 + t (a2 + ...)) e, t = 1 / (1 + p |a|/sqrt2)
     const __m256 ax = _mm256_mul_ps(_mm256_andnot_ps(sign_mask, a), r2);
-    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, ax, one));
+    const __m256 den = _mm256_fmadd_ps(p, ax, one);
+    __m256 t = _mm256_rcp_ps(den);  // 1/den: 12-bit estimate + one Newton step (~23 bits)
+    t = _mm256_mul_ps(t, _mm256_fnmadd_ps(den, t, _mm256_set1_ps(2.0f)));
     __m256 q = _mm256_fmadd_ps(a5, t, a4);
     q = _mm256_fmadd_ps(q, t, a3);
     q = _mm256_fmadd_ps(q, t, a2);
@@ -175,6 +148,83 @@ static inline float dot_row(int64_t H, const float* x, const float* y) {
 }
 #endif
 
+// Per-example pass shared by forward and backward: s[c, :] = gelu(h[n, c] W1[c, :] + b1[c, :]),
+// ds = gelu' of the same, for all C components of example n.
+template <class T>
+static void hidden_of_example(int64_t n, int64_t C, int64_t H, const T* ph, const T* w1, const T* pb1, T* s, T* ds) {
+  for (int64_t c = 0; c < C; ++c) axpb_row(H, ph[n * C + c], w1 + c * H, pb1 + c * H, s + c * H);
+  gelu_with_grad(s, ds, C * H);
+}
+
+// s and s' are kept for backward (saved[0], saved[1], [N, C, H] each) when they take at most
+// this many bytes together; above it backward recomputes them one example at a time (the
+// GELU evaluation costs about as much as the rest of forward and backward together, so
+// keeping is faster, but 2 N C H floats can be gigabytes for wide layers).
+static size_t g_keep_hidden_bytes = size_t(512) << 20;
+size_t ci_keep_hidden_bytes() { return g_keep_hidden_bytes; }
+void set_ci_keep_hidden_bytes(size_t b) { g_keep_hidden_bytes = b; }
+
+// Examples are split into this many chunks (fewer for small inputs); chunks run in
+// parallel and the parameter gradients are summed per chunk, then in chunk order, so the
+// result does not depend on the thread count.
+static int n_chunks_for(int64_t N, int64_t C, int64_t H) {
+  if (N * C * H < (1 << 16)) return 1;
+  return (int)std::min<int64_t>(8, N);
+}
+
+// Backward: with a = h W1 + b1, s = gelu(a) and s' = gelu'(a):
+//   dz/dW2 = s,  dz/db2 = 1,  da = gz W2 s',  dh = sum_k da W1,  dW1 = da h,  db1 = da.
+static void ci_scalar_mlp_backward(ad::Node& o) {
+  const Tensor &h = o.inputs[0], &W1 = o.inputs[1], &b1 = o.inputs[2], &W2 = o.inputs[3];
+  const int64_t C = W1.size(0), H = W1.size(1), N = h.numel() / C;
+  const bool kept = o.saved[0].defined();
+  const int n_chunks = n_chunks_for(N, C, H);
+  // per chunk: s and s' of one example (recompute path), then partial gradients of W1, b1,
+  // W2 (C H each) and b2 (C)
+  const int64_t per_chunk = 2 * C * H + 3 * C * H + C;
+  Tensor scratch = ad::zeros({n_chunks * per_chunk}, o.dtype);
+  ad::dispatch(o.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* gz = static_cast<const T*>(o.scratch);
+    const T *ph = h.data<T>(), *w1 = W1.data<T>(), *pb1 = b1.data<T>(), *w2 = W2.data<T>();
+    const T *saved_s = kept ? o.saved[0].data<T>() : nullptr, *saved_ds = kept ? o.saved[1].data<T>() : nullptr;
+    T* gh = ad::grad_of<T>(o.inputs[0]);
+    T* base = scratch.data<T>();
+    ad::parallel_chunks(n_chunks, [&](int chunk) {
+      T *s_ex = base + chunk * per_chunk, *ds_ex = s_ex + C * H;
+      T *pw1 = ds_ex + C * H, *pb1g = pw1 + C * H, *pw2 = pb1g + C * H, *pb2 = pw2 + C * H;
+      const auto range = ad::chunk_range(N, n_chunks, chunk);
+      for (int64_t n = range.first; n < range.second; ++n) {
+        const T *s = s_ex, *ds = ds_ex;
+        if (kept) {
+          s = saved_s + n * C * H, ds = saved_ds + n * C * H;
+        } else {
+          hidden_of_example(n, C, H, ph, w1, pb1, s_ex, ds_ex);
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = n * C + c;
+          T gh_i = 0;
+          backward_row(H, gz[i], ph[i], s + c * H, ds + c * H, w1 + c * H, w2 + c * H, pw1 + c * H, pb1g + c * H,
+                       pw2 + c * H, gh_i);
+          pb2[c] += gz[i];
+          if (gh) gh[i] += gh_i;
+        }
+      }
+    });
+    // partial sums in chunk order into the gradients of the parameters that need one
+    T* grads[4] = {ad::grad_of<T>(o.inputs[1]), ad::grad_of<T>(o.inputs[2]), ad::grad_of<T>(o.inputs[3]),
+                   ad::grad_of<T>(o.inputs[4])};
+    const int64_t offset[4] = {2 * C * H, 3 * C * H, 4 * C * H, 5 * C * H}, size[4] = {C * H, C * H, C * H, C};
+    for (int p = 0; p < 4; ++p) {
+      if (!grads[p]) continue;
+      for (int chunk = 0; chunk < n_chunks; ++chunk) {
+        const T* part = base + chunk * per_chunk + offset[p];
+        for (int64_t k = 0; k < size[p]; ++k) grads[p][k] += part[k];
+      }
+    }
+  });
+}
+
 Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const Tensor& W2, const Tensor& b2) {
   if (W1.dim() != 2 || b1.shape() != W1.shape() || W2.shape() != W1.shape() || b2.dim() != 1 ||
       b2.size(0) != W1.size(0) || h.size(-1) != W1.size(0))
@@ -184,24 +234,25 @@ Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const 
     if (t->dtype() != h.dtype()) ad::fail("ci_scalar_mlp: all inputs need the same dtype");
   const int64_t C = W1.size(0), H = W1.size(1), N = h.numel() / C;
   Tensor out = ad::make_result("ci_scalar_mlp", h.shape(), h.dtype(), {h, W1, b1, W2, b2}, ci_scalar_mlp_backward);
-  const bool keep = out.requires_grad();
-  // s: pre-activations a, then gelu(a); ds: gelu'(a). Kept for backward when recording.
-  Tensor s = ad::empty({N, C, H}, h.dtype()), ds = ad::empty({N, C, H}, h.dtype());
+  const bool keep = out.requires_grad() && 2 * (size_t)(N * C * H) * ad::dtype_size(h.dtype()) <= ci_keep_hidden_bytes();
+  const int n_chunks = n_chunks_for(N, C, H);
+  // s, ds: [N, C, H] when kept for backward, else one [C, H] scratch per chunk
+  const int64_t rows = keep ? N : n_chunks;
+  Tensor s = ad::empty({rows, C, H}, h.dtype()), ds = ad::empty({rows, C, H}, h.dtype());
   ad::dispatch(h.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T *ph = h.data<T>(), *w1 = W1.data<T>(), *pb1 = b1.data<T>(), *w2 = W2.data<T>(), *pb2 = b2.data<T>();
     T* z = out.data<T>();
-    T* ps = s.data<T>();
-    T* pds = ds.data<T>();
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const T hv = ph[n * C + c];
-        T* row = ps + (n * C + c) * H;
-        axpb_row(H, hv, w1 + c * H, pb1 + c * H, row);
+    T *s0 = s.data<T>(), *ds0 = ds.data<T>();
+    ad::parallel_chunks(n_chunks, [&](int chunk) {
+      const auto range = ad::chunk_range(N, n_chunks, chunk);
+      for (int64_t n = range.first; n < range.second; ++n) {
+        const int64_t row = keep ? n : chunk;
+        T *ps = s0 + row * C * H, *pds = ds0 + row * C * H;
+        hidden_of_example(n, C, H, ph, w1, pb1, ps, pds);
+        for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, ps + c * H);
       }
-    gelu_with_grad(ps, pds, N * C * H);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, ps + (n * C + c) * H);
+    });
   });
   if (keep) out.node()->saved[0] = s, out.node()->saved[1] = ds;
   return ad::finish(out);

@@ -11,4 +11,10 @@ namespace decomp {
 ad::Tensor ci_scalar_mlp(const ad::Tensor& h, const ad::Tensor& W1, const ad::Tensor& b1, const ad::Tensor& W2,
                          const ad::Tensor& b2);
 
+// Bytes up to which ci_scalar_mlp keeps gelu(a) and gelu'(a) ([N, C, H] each) for backward;
+// larger inputs are recomputed there per example. Default 512 MiB; tests set 0 to check that
+// both paths give the same gradients.
+size_t ci_keep_hidden_bytes();
+void set_ci_keep_hidden_bytes(size_t bytes);
+
 }  // namespace decomp

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "decomp/ci_ops.hpp"
+#include "decomp/mask_ops.hpp"
 
 namespace decomp {
 
@@ -231,33 +232,32 @@ Tensor ComponentModel::target_out(int l, const Tensor& x, const Tensor& bias) co
   return ad::linear(x, L.W, bias);
 }
 
-std::vector<Tensor> ComponentModel::ci_pre_sigmoid(const std::vector<Tensor>& xs) const {
+std::vector<Tensor> ComponentModel::ci_pre_sigmoid(const std::vector<Tensor>& xs, std::vector<Tensor>* h_out) const {
   if (xs.size() != layers.size()) ad::fail("ci_pre_sigmoid: one input per decomposed layer expected");
+  if (h_out) h_out->assign(layers.size(), Tensor());
   if (global_ci) return global_ci->forward(xs);
   std::vector<Tensor> z;
   for (size_t l = 0; l < layers.size(); ++l) {
     Tensor h = ci[l].type == CIType::mlp ? h_of((int)l, xs[l]) : Tensor();
     z.push_back(ci[l].forward(xs[l], h));
+    if (h_out) (*h_out)[l] = h;
   }
   return z;
 }
 
 Tensor ComponentModel::masked_forward(int l, const Tensor& x, const Tensor& bias, const LayerMask& mk) const {
-  Tensor h = h_of(l, x);
-  Tensor out;
-  Tensor tgt;  // x W^T + b, computed once when needed
-  if (mk.m_delta.defined()) {
-    // (h * (m - m_delta)) U + m_delta (x W^T) + b: the delta's -h U folded into the mask.
-    Tensor xw = target_out(l, x, Tensor());
-    out = out_of(l, h * (mk.m - mk.m_delta)) + mk.m_delta * xw;
-    if (bias.defined()) out = out + bias;
-    if (mk.route.defined()) tgt = bias.defined() ? xw + bias : xw;
-  } else {
-    out = out_of(l, h * mk.m);
-    if (bias.defined()) out = out + bias;
-  }
+  const bool need_xw = mk.m_delta.defined() || mk.route.defined();
+  return masked_output(l, h_of(l, x), need_xw ? target_out(l, x, Tensor()) : Tensor(), bias, mk);
+}
+
+Tensor ComponentModel::masked_output(int l, const Tensor& h, const Tensor& xw, const Tensor& bias,
+                                     const LayerMask& mk) const {
+  // (h * (m - m_delta)) U + m_delta (x W^T) + b: the delta's -h U folded into the mask.
+  Tensor out = out_of(l, masked_component_acts(h, mk.m, mk.m_delta));
+  if (mk.m_delta.defined()) out = out + mk.m_delta * xw;
+  if (bias.defined()) out = out + bias;
   if (mk.route.defined()) {
-    if (!tgt.defined()) tgt = target_out(l, x, bias);
+    const Tensor tgt = bias.defined() ? xw + bias : xw;  // x W^T + b
     out = mk.route * out + (1.0 - mk.route) * tgt;
   }
   return out;
@@ -298,10 +298,22 @@ std::vector<std::string> ComponentModel::ci_param_names() const {
 }
 
 // ---- hooks ---------------------------------------------------------------------------------
+const TargetPassCache::Call* MaskedHooks::recorded(const std::string& name, const ad::Shape& in_shape) {
+  const size_t k = call_++;
+  if (!cache || !clean_ || k >= cache->calls.size()) return nullptr;
+  const TargetPassCache::Call& c = cache->calls[k];
+  return c.name == name && c.in_shape == in_shape ? &c : nullptr;
+}
+
 Tensor MaskedHooks::linear(const std::string& name, const Tensor& x, const Tensor&, const Tensor& bias) {
+  const TargetPassCache::Call* rec = recorded(name, x.shape());
   const int l = cm->index_of(name);
-  if (l < 0 || !(*masks)[l].m.defined()) return Tensor();
-  return cm->masked_forward(l, x, bias, (*masks)[l]);
+  if (l < 0 || !(*masks)[l].m.defined()) return rec ? rec->out : Tensor();  // target's layer
+  clean_ = false;
+  if (!rec) return cm->masked_forward(l, x, bias, (*masks)[l]);
+  // x is the recorded input: reuse x V (computing it once per step if the CI did not) and x W^T
+  if (!cache->h[l].defined()) cache->h[l] = cm->h_of(l, x);
+  return cm->masked_output(l, cache->h[l], cache->xw[l], bias, (*masks)[l]);
 }
 
 // Token ids as one-hot rows [ids..., vocab]: an embedding is then the linear map
@@ -319,10 +331,13 @@ Tensor one_hot(const ad::Indices& ids, int64_t vocab, ad::DType dt) {
 }
 
 Tensor MaskedHooks::embedding(const std::string& name, const ad::Indices& ids, const Tensor&) {
+  const TargetPassCache::Call* rec = recorded(name, ids.shape);
   const int l = cm->index_of(name);
-  if (l < 0 || !(*masks)[l].m.defined()) return Tensor();
-  Tensor x = one_hot(ids, cm->layers[l].d_in, cm->opt.dtype);
-  return cm->masked_forward(l, x, Tensor(), (*masks)[l]);
+  if (l < 0 || !(*masks)[l].m.defined()) return rec ? rec->out : Tensor();
+  clean_ = false;
+  if (!rec) return cm->masked_forward(l, one_hot(ids, cm->layers[l].d_in, cm->opt.dtype), Tensor(), (*masks)[l]);
+  if (!cache->h[l].defined()) cache->h[l] = cm->h_of(l, one_hot(ids, cm->layers[l].d_in, cm->opt.dtype));
+  return cm->masked_output(l, cache->h[l], cache->xw[l], Tensor(), (*masks)[l]);
 }
 
 }  // namespace decomp

@@ -111,13 +111,20 @@ class ComponentModel {
   ad::Tensor VU(int l) const;                            // V U  [d_in, d_out]
   ad::Tensor target_out(int l, const ad::Tensor& x, const ad::Tensor& bias) const;  // x W^T + b
 
-  // CI pre-sigmoid values z_l [..., C] for every layer from the target's layer inputs.
-  std::vector<ad::Tensor> ci_pre_sigmoid(const std::vector<ad::Tensor>& target_inputs) const;
+  // CI pre-sigmoid values z_l [..., C] for every layer from the target's layer inputs. When
+  // h_out is given, (*h_out)[l] = x_l V_l for the layers whose CI function computed it (the
+  // `mlp` type), undefined for the others.
+  std::vector<ad::Tensor> ci_pre_sigmoid(const std::vector<ad::Tensor>& target_inputs,
+                                         std::vector<ad::Tensor>* h_out = nullptr) const;
 
   // Masked replacement of layer l (METHODS 3.1):
   //   out = (h * m) U + m_delta (x W^T - h U) + b = (h * (m - m_delta)) U + m_delta (x W^T) + b
   // and, when routed per example, route * out + (1 - route) (x W^T + b).
   ad::Tensor masked_forward(int l, const ad::Tensor& x, const ad::Tensor& bias, const LayerMask& mask) const;
+  // The same from h = x V and xw = x W^T (no bias) already computed; xw may be undefined
+  // when the mask has neither a delta nor a route.
+  ad::Tensor masked_output(int l, const ad::Tensor& h, const ad::Tensor& xw, const ad::Tensor& bias,
+                           const LayerMask& mask) const;
 
   // Parameter groups: subcomponents (V, U of untied layers) and CI-function parameters.
   std::vector<ad::Tensor> component_params() const;
@@ -130,14 +137,38 @@ class ComponentModel {
 // linear map onehot @ W_emb, so they share masks, delta and CI inputs with linear layers.
 ad::Tensor one_hot(const ad::Indices& ids, int64_t vocab, ad::DType dt);
 
+// What a masked pass may reuse from the step's one cached target pass. Until the first
+// masked layer runs, a masked pass computes exactly what the target pass did, so every
+// hooked layer call in that clean prefix can return the recorded output, and the first
+// masked layer's input is the recorded one: its h = x V (shared with the CI function, so
+// one matmul and one backward serve all passes) and x W^T are reused too.
+struct TargetPassCache {
+  struct Call {
+    std::string name;
+    ad::Shape in_shape;  // input (linear) or token-id (embedding) shape
+    ad::Tensor out;      // the target's output of this call (constant)
+  };
+  std::vector<Call> calls;      // every hooked layer call of the target pass, in order
+  std::vector<ad::Tensor> xw;   // per decomposed layer: x_l W_l^T (no bias), constant
+  std::vector<ad::Tensor> h;    // per decomposed layer: x_l V_l with its graph, filled on first use
+};
+
 // ForwardHooks that replace each masked layer with ComponentModel::masked_forward.
-// masks[l] with undefined m leaves layer l as the target's.
+// masks[l] with undefined m leaves layer l as the target's. With `cache` set (and the batch
+// the cache was recorded on), the clean prefix of the pass reuses the target pass.
 struct MaskedHooks : models::ForwardHooks {
   const ComponentModel* cm = nullptr;
   const std::vector<LayerMask>* masks = nullptr;
+  TargetPassCache* cache = nullptr;
   ad::Tensor linear(const std::string& name, const ad::Tensor& x, const ad::Tensor& weight,
                     const ad::Tensor& bias) override;
   ad::Tensor embedding(const std::string& name, const ad::Indices& ids, const ad::Tensor& weight) override;
+
+ private:
+  size_t call_ = 0;     // index of the next hooked call
+  bool clean_ = true;   // no masked layer has run yet in this pass
+  // The recorded call this one repeats, or nullptr (pass no longer clean, or mismatch).
+  const TargetPassCache::Call* recorded(const std::string& name, const ad::Shape& in_shape);
 };
 
 }  // namespace decomp

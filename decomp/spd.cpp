@@ -5,6 +5,7 @@
 #include <set>
 
 #include "autodiff/optim.hpp"
+#include "decomp/mask_ops.hpp"
 
 namespace decomp {
 
@@ -140,37 +141,50 @@ SPD::SPD(const Target& t, const SPDConfig& c, ad::Rng& init_rng)
       }(), init_rng) {}
 
 namespace {
-// Records the target's input to each decomposed layer (detached); embeddings as one-hot rows.
-struct RecordLayerInputs : models::ForwardHooks {
+// The one cached target pass: records every hooked layer call (name, input shape, output),
+// the target's input x_l to each decomposed layer (detached; embeddings as one-hot rows)
+// and x_l W_l^T, which it also uses as that layer's output (+ b), so masked passes that reuse
+// it see bit-identical values.
+struct RecordTargetPass : models::ForwardHooks {
   const ComponentModel* cm = nullptr;
   std::vector<Tensor>* xs = nullptr;
-  Tensor linear(const std::string& name, const Tensor& x, const Tensor&, const Tensor&) override {
+  TargetPassCache* cache = nullptr;
+  Tensor linear(const std::string& name, const Tensor& x, const Tensor&, const Tensor& bias) override {
+    cache->calls.push_back({name, x.shape(), Tensor()});
     const int l = cm->index_of(name);
-    if (l >= 0) (*xs)[l] = ad::detach(x);
-    return Tensor();
+    if (l < 0) return Tensor();
+    (*xs)[l] = ad::detach(x);
+    cache->xw[l] = cm->target_out(l, x, Tensor());
+    return bias.defined() ? cache->xw[l] + bias : cache->xw[l];
   }
   Tensor embedding(const std::string& name, const ad::Indices& ids, const Tensor&) override {
+    cache->calls.push_back({name, ids.shape, Tensor()});
     const int l = cm->index_of(name);
-    if (l >= 0) (*xs)[l] = one_hot(ids, cm->layers[l].d_in, cm->opt.dtype);
-    return Tensor();
+    if (l < 0) return Tensor();
+    (*xs)[l] = one_hot(ids, cm->layers[l].d_in, cm->opt.dtype);
+    cache->xw[l] = cm->target_out(l, (*xs)[l], Tensor());
+    return cache->xw[l];
   }
+  void output(const std::string&, const Tensor& out) override { cache->calls.back().out = ad::detach(out); }
 };
 }  // namespace
 
 StepState SPD::prepare(const Batch& batch, ad::Rng& rng) const {
   StepState st;
   st.inputs.resize(cm.layers.size());
+  st.cache.xw.resize(cm.layers.size());
   {
     ad::NoGradGuard ng;
-    RecordLayerInputs rec;
+    RecordTargetPass rec;
     rec.cm = &cm;
     rec.xs = &st.inputs;
+    rec.cache = &st.cache;
     st.target_out = ad::detach(target.forward(batch, &rec));
   }
   for (size_t l = 0; l < st.inputs.size(); ++l)
     if (!st.inputs[l].defined())
       ad::fail("SPD: the target's forward never called layer '" + cm.layers[l].name + "'");
-  st.z = cm.ci_pre_sigmoid(st.inputs);
+  st.z = cm.ci_pre_sigmoid(st.inputs, &st.cache.h);
   for (const Tensor& z : st.z) {
     Tensor zl = z;
     if (cfg.sampling == Sampling::binomial) {
@@ -202,7 +216,7 @@ std::vector<LayerMask> SPD::masks_from(const StepState& st, const Sources& src) 
   for (size_t l = 0; l < masks.size(); ++l) {
     if (!src.r[l].defined()) continue;
     const Tensor& g = st.g_lower[l];
-    masks[l].m = g + (1.0 - g) * src.r[l];  // m = g + (1 - g) r
+    masks[l].m = stochastic_mask(g, src.r[l]);  // m = g + (1 - g) r
     if (cfg.delta) masks[l].m_delta = src.r_delta[l];
   }
   return masks;
@@ -235,10 +249,11 @@ Tensor SPD::distance(const Tensor& out, const Tensor& target_out) const {
   return ad::kl_divergence(target_out, out);  // KL(p_target || q), target constant
 }
 
-Tensor SPD::forward_masked(const Batch& batch, const std::vector<LayerMask>& masks) const {
+Tensor SPD::forward_masked(const Batch& batch, const std::vector<LayerMask>& masks, TargetPassCache* cache) const {
   MaskedHooks hooks;
   hooks.cm = &cm;
   hooks.masks = &masks;
+  hooks.cache = cache;
   return target.forward(batch, &hooks);
 }
 
@@ -284,7 +299,7 @@ Tensor SPD::stochastic_recon(const Batch& b, const StepState& st, Routing routin
         Sources src = draw_sources(st, rng);
         for (size_t k = 0; k < M; ++k)
           if (k != l) src.r[k] = Tensor();
-        Tensor d = distance(forward_masked(b, masks_from(st, src)), st.target_out);
+        Tensor d = distance(forward_masked(b, masks_from(st, src), reuse_target_pass ? &st.cache : nullptr), st.target_out);
         loss = loss.defined() ? loss + d : d;
       }
       loss = loss / (double)M;
@@ -294,7 +309,7 @@ Tensor SPD::stochastic_recon(const Batch& b, const StepState& st, Routing routin
         std::vector<Tensor> routes = draw_routes(st, routing, route_p, rng);
         for (size_t l = 0; l < M; ++l) masks[l].route = routes[l];
       }
-      loss = distance(forward_masked(b, masks), st.target_out);
+      loss = distance(forward_masked(b, masks, reuse_target_pass ? &st.cache : nullptr), st.target_out);
     }
     total = total.defined() ? total + loss : loss;
   }
@@ -304,13 +319,13 @@ Tensor SPD::stochastic_recon(const Batch& b, const StepState& st, Routing routin
 Tensor SPD::ci_masked_recon(const Batch& b, const StepState& st) const {
   std::vector<LayerMask> masks(cm.layers.size());
   for (size_t l = 0; l < masks.size(); ++l) masks[l].m = st.g_lower[l];  // m = g, no delta
-  return distance(forward_masked(b, masks), st.target_out);
+  return distance(forward_masked(b, masks, reuse_target_pass ? &st.cache : nullptr), st.target_out);
 }
 
 Tensor SPD::unmasked_recon(const Batch& b, const StepState& st) const {
   std::vector<LayerMask> masks(cm.layers.size());
   for (size_t l = 0; l < masks.size(); ++l) masks[l].m = ad::ones(st.g_lower[l].shape(), st.g_lower[l].dtype());
-  return distance(forward_masked(b, masks), st.target_out);
+  return distance(forward_masked(b, masks, reuse_target_pass ? &st.cache : nullptr), st.target_out);
 }
 
 Tensor SPD::term(const LossTermConfig& t, const Batch& b, const StepState& st, double frac, ad::Rng& rng) const {

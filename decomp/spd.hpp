@@ -94,6 +94,8 @@ struct StepState {
   std::vector<ad::Tensor> z;          // CI pre-sigmoid [..., C]
   std::vector<ad::Tensor> g_lower;    // lower-leaky CI (masks, CI-masked recon)
   std::vector<ad::Tensor> g_upper;    // upper-leaky CI (importance minimality)
+  // Reused by the masked passes of this step (filled by prepare; h lazily by masked passes).
+  mutable TargetPassCache cache;
 };
 
 class SPD {
@@ -103,6 +105,9 @@ class SPD {
   const Target& target;
   SPDConfig cfg;
   ComponentModel cm;
+  // Masked passes reuse the step's cached target pass (TargetPassCache). Same values and
+  // gradients either way (tests compare); off only to check that or to measure the saving.
+  bool reuse_target_pass = true;
 
   // One cached target pass + CI functions. `rng` is used only for the binomial variant.
   StepState prepare(const Batch& batch, ad::Rng& rng) const;
@@ -119,7 +124,10 @@ class SPD {
   std::vector<ad::Tensor> draw_routes(const StepState& st, Routing routing, double p, ad::Rng& rng) const;
 
   ad::Tensor distance(const ad::Tensor& out, const ad::Tensor& target_out) const;
-  ad::Tensor forward_masked(const Batch& batch, const std::vector<LayerMask>& masks) const;
+  // The target's forward with masked layers replaced. With `cache` (from prepare() on this
+  // same batch), the pass reuses the cached target pass where its values are identical.
+  ad::Tensor forward_masked(const Batch& batch, const std::vector<LayerMask>& masks,
+                            TargetPassCache* cache = nullptr) const;
 
   // Loss terms (METHODS 3.4). Each draws fresh masks from rng.
   ad::Tensor faithfulness() const;

@@ -1,0 +1,82 @@
+#include "decomp/mask_ops.hpp"
+
+#include <string>
+
+namespace decomp {
+
+using ad::Tensor;
+
+AD_REGISTER_OP("stochastic_mask");
+// m = g + (1 - g) r   (g, r: [n], flat)
+Tensor stochastic_mask(const Tensor& g, const Tensor& r) {
+  if (g.shape() != r.shape() || g.dtype() != r.dtype())
+    ad::fail("stochastic_mask: g " + g.shape().str() + " and r " + r.shape().str() + " need one shape and dtype");
+  Tensor m = ad::make_result("stochastic_mask", g.shape(), g.dtype(), {g, r}, [](ad::Node& o) {
+    // dg += gm (1 - r),  dr += gm (1 - g)
+    const Tensor &g = o.inputs[0], &r = o.inputs[1];
+    ad::dispatch(o.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      const T *pg = g.data<T>(), *pr = r.data<T>(), *gm = static_cast<const T*>(o.scratch);
+      const int64_t n = g.numel();
+      if (T* gg = ad::grad_of<T>(g))
+        for (int64_t i = 0; i < n; ++i) gg[i] += gm[i] * (1 - pr[i]);
+      if (T* gr = ad::grad_of<T>(r))
+        for (int64_t i = 0; i < n; ++i) gr[i] += gm[i] * (1 - pg[i]);
+    });
+  });
+  ad::dispatch(g.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T *pg = g.data<T>(), *pr = r.data<T>();
+    T* pm = m.data<T>();
+    for (int64_t i = 0, n = g.numel(); i < n; ++i) pm[i] = pg[i] + (1 - pg[i]) * pr[i];
+  });
+  return ad::finish(m);
+}
+
+AD_REGISTER_OP("masked_component_acts");
+// a[n, c] = h[n, c] (m[n, c] - m_delta[n])   (h, m: [N, C] flat; m_delta: [N] or absent)
+Tensor masked_component_acts(const Tensor& h, const Tensor& m, const Tensor& m_delta) {
+  const bool delta = m_delta.defined();
+  if (h.shape() != m.shape() || h.dtype() != m.dtype() || h.dim() < 1 ||
+      (delta && (m_delta.dtype() != h.dtype() || m_delta.dim() != h.dim() || m_delta.size(-1) != 1 ||
+                 m_delta.numel() * h.size(-1) != h.numel())))
+    ad::fail("masked_component_acts: expected h and m [..., C] and m_delta [..., 1]; got h " + h.shape().str() +
+             ", m " + m.shape().str() + (delta ? ", m_delta " + m_delta.shape().str() : std::string(", no m_delta")));
+  Tensor a = ad::make_result("masked_component_acts", h.shape(), h.dtype(), {h, m, m_delta}, [](ad::Node& o) {
+    // dh += g (m - m_delta),  dm += g h,  dm_delta[n] -= sum_c g[n, c] h[n, c]
+    const Tensor &h = o.inputs[0], &m = o.inputs[1], &md = o.inputs[2];
+    const int64_t C = h.size(-1), N = h.numel() / C;
+    ad::dispatch(o.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      const T *ph = h.data<T>(), *pm = m.data<T>(), *ga = static_cast<const T*>(o.scratch);
+      const T* pmd = md.defined() ? md.data<T>() : nullptr;
+      T *gh = ad::grad_of<T>(h), *gm = ad::grad_of<T>(m), *gmd = ad::grad_of<T>(md);
+      for (int64_t n = 0; n < N; ++n) {
+        const T d = pmd ? pmd[n] : T(0);
+        const T *hr = ph + n * C, *mr = pm + n * C, *gr = ga + n * C;
+        if (gh)
+          for (int64_t c = 0; c < C; ++c) gh[n * C + c] += gr[c] * (mr[c] - d);
+        if (gm)
+          for (int64_t c = 0; c < C; ++c) gm[n * C + c] += gr[c] * hr[c];
+        if (gmd) {
+          T acc = 0;
+          for (int64_t c = 0; c < C; ++c) acc += gr[c] * hr[c];
+          gmd[n] -= acc;
+        }
+      }
+    });
+  });
+  const int64_t C = h.size(-1), N = h.numel() / C;
+  ad::dispatch(h.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T *ph = h.data<T>(), *pm = m.data<T>(), *pmd = delta ? m_delta.data<T>() : nullptr;
+    T* pa = a.data<T>();
+    for (int64_t n = 0; n < N; ++n) {
+      const T d = pmd ? pmd[n] : T(0);
+      for (int64_t c = 0; c < C; ++c) pa[n * C + c] = ph[n * C + c] * (pm[n * C + c] - d);
+    }
+  });
+  return ad::finish(a);
+}
+
+}  // namespace decomp

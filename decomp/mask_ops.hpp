@@ -1,0 +1,19 @@
+// Fused elementwise ops of SPD's masked forward (METHODS 3.1, 3.3). Each replaces a chain of
+// broadcasting engine ops with one pass and a hand-written backward; tests check both the
+// gradients (finite differences) and the values against the composed ops.
+#pragma once
+#include "autodiff/ops.hpp"
+
+namespace decomp {
+
+// Stochastic mask m = g + (1 - g) r, elementwise.  g, r: same shape.
+//   dm/dg = 1 - r,  dm/dr = 1 - g   (r may be a leaf: VPD's adversarial sources)
+ad::Tensor stochastic_mask(const ad::Tensor& g, const ad::Tensor& r);
+
+// Masked component activations a = h (m - m_delta), the coefficients of the rank-one
+// subcomponents in (h (m - m_delta)) U + m_delta (x W^T).
+//   h, m: [..., C];  m_delta: [..., 1] (one delta mask per example) or undefined (no delta).
+//   da/dh = m - m_delta,  da/dm = h,  dL/dm_delta = -sum_c g_c h_c
+ad::Tensor masked_component_acts(const ad::Tensor& h, const ad::Tensor& m, const ad::Tensor& m_delta);
+
+}  // namespace decomp

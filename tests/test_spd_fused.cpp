@@ -1,0 +1,165 @@
+// SPD's fused mask ops (decomp/mask_ops) and the reuse of the cached target pass: each fused
+// op is audited by finite differences and compared, values and gradients, with the composed
+// engine ops it replaces; passes that reuse the target pass are compared with passes that
+// recompute everything.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "autodiff/parallel.hpp"
+#include "decomp/ci_ops.hpp"
+#include "decomp/mask_ops.hpp"
+#include "tests/audit.hpp"
+#include "tests/spd_test_util.hpp"
+
+using ad::Tensor;
+using In = std::vector<Tensor>;
+
+namespace {
+
+// max |a - b| over two same-shape tensors
+double max_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(a.item(i) - b.item(i)));
+  return m;
+}
+
+// Values and input gradients (random upstream R) of two functions of the same inputs agree.
+void check_same_function(const std::function<Tensor(const In&)>& fused, const std::function<Tensor(const In&)>& composed,
+                         const In& inputs, double tol) {
+  Tensor a = fused(inputs), b = composed(inputs);
+  CHECK(max_diff(a, b) <= tol);
+  ad::Rng rng(77);
+  Tensor R = ad::rand_normal(a.shape(), 0, 1, rng, a.dtype());
+  In ga = ad::grad(a, inputs, R), gb = ad::grad(b, inputs, R);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    INFO("input " << i);
+    CHECK(max_diff(ga[i], gb[i]) <= tol);
+  }
+}
+
+}  // namespace
+
+AUDIT_CASE("stochastic_mask m = g + (1 - g) r") {
+  ad::Rng rng(31);
+  Tensor g = audit::input({3, 7}, rng, 0, 1), r = audit::input({3, 7}, rng, 0, 1);
+  CHECK_GRADIENTS([](const In& v) { return decomp::stochastic_mask(v[0], v[1]); }, In({g, r}));
+  // the same tensor as g and r: m = g + (1 - g) g
+  CHECK_GRADIENTS([](const In& v) { return decomp::stochastic_mask(v[0], v[0]); }, In({g}));
+  // r a constant (the usual case: only g is learned)
+  Tensor rc = audit::input({3, 7}, rng, 0, 1, false);
+  CHECK_GRADIENTS([rc](const In& v) { return decomp::stochastic_mask(v[0], rc); }, In({g}));
+}
+
+AUDIT_CASE("masked_component_acts a = h (m - m_delta)") {
+  ad::Rng rng(32);
+  Tensor h = audit::input({2, 3, 5}, rng), m = audit::input({2, 3, 5}, rng, 0, 1), md = audit::input({2, 3, 1}, rng, 0, 1);
+  CHECK_GRADIENTS([](const In& v) { return decomp::masked_component_acts(v[0], v[1], v[2]); }, In({h, m, md}));
+  CHECK_GRADIENTS([](const In& v) { return decomp::masked_component_acts(v[0], v[1], Tensor()); }, In({h, m}));
+  // reuse: h also serves as the mask
+  CHECK_GRADIENTS([](const In& v) { return decomp::masked_component_acts(v[0], v[0], v[1]); }, In({h, md}));
+}
+
+TEST_CASE("spd: fused mask ops equal the composed engine ops (values and gradients)") {
+  ad::Rng rng(5);
+  Tensor g = audit::input({9, 13}, rng, 0, 1), r = audit::input({9, 13}, rng, 0, 1);
+  check_same_function([](const In& v) { return decomp::stochastic_mask(v[0], v[1]); },
+                      [](const In& v) { return v[0] + (1.0 - v[0]) * v[1]; }, In({g, r}), 1e-14);
+  Tensor h = audit::input({4, 3, 11}, rng), m = audit::input({4, 3, 11}, rng, 0, 1), md = audit::input({4, 3, 1}, rng);
+  check_same_function([](const In& v) { return decomp::masked_component_acts(v[0], v[1], v[2]); },
+                      [](const In& v) { return v[0] * (v[1] - v[2]); }, In({h, m, md}), 1e-14);
+  check_same_function([](const In& v) { return decomp::masked_component_acts(v[0], v[1], Tensor()); },
+                      [](const In& v) { return v[0] * v[1]; }, In({h, m}), 1e-14);
+}
+
+TEST_CASE("spd: fused mask ops reject mismatched shapes with the op's name") {
+  Tensor a = ad::zeros({2, 3}), b = ad::zeros({3, 2}), d = ad::zeros({2, 2});
+  CHECK_THROWS_WITH(decomp::stochastic_mask(a, b), doctest::Contains("stochastic_mask"));
+  CHECK_THROWS_WITH(decomp::masked_component_acts(a, a, d), doctest::Contains("masked_component_acts"));
+}
+
+// Every loss term, with and without reuse of the cached target pass: same value, same
+// gradient for every parameter. TMS with the identity layer (three decomposed layers, one
+// tied), delta on and off, every routing.
+TEST_CASE("spd: reusing the cached target pass changes neither losses nor gradients") {
+  spd_test::TinyTMS tms(6, 3, true, ad::DType::f64);
+  decomp::Target t = tms.target();
+  t.sample = [](int64_t B, ad::Rng& r) {
+    decomp::Batch b;
+    b.size = B;
+    b.x = ad::rand_uniform({B, 6}, 0, 1, r, ad::DType::f64);
+    return b;
+  };
+  for (bool delta : {true, false})
+    for (const char* term : {"stochastic_recon", "stochastic_recon_layerwise", "stochastic_recon_subset",
+                             "ci_masked_recon", "unmasked_recon"}) {
+      nlohmann::json j = {{"C", 4}, {"delta", delta}, {"losses", {{{"name", term}, {"coeff", 1}}}}};
+      ad::Rng init(3);
+      decomp::SPD spd(t, decomp::parse_spd_config(j, "reuse test"), init);
+      ad::Rng data(8);
+      decomp::Batch b = t.sample(7, data);
+      std::vector<Tensor> params = spd.all_params();
+      auto value_and_grads = [&](bool reuse) {
+        spd.reuse_target_pass = reuse;
+        ad::Rng r(99);
+        decomp::StepState st = spd.prepare(b, r);
+        Tensor loss = spd.term(spd.cfg.losses[0], b, st, 0.5, r);
+        std::vector<Tensor> g = ad::grad(loss, params);
+        g.push_back(loss);
+        return g;
+      };
+      std::vector<Tensor> with = value_and_grads(true), without = value_and_grads(false);
+      INFO("term " << term << ", delta " << delta);
+      CHECK(with.back().item() == doctest::Approx(without.back().item()).epsilon(1e-13));
+      CHECK(with.back().item() > 0);
+      for (size_t i = 0; i < params.size(); ++i) {
+        INFO("parameter " << spd.all_param_names()[i]);
+        CHECK(max_diff(with[i], without[i]) <= 1e-13);
+      }
+    }
+}
+
+// The fused CI function: kept vs recomputed hidden activations and 1 vs 2 threads give the
+// same bits (fixed chunking), on a size that takes the chunked, threaded path.
+TEST_CASE("spd: ci_scalar_mlp is bit-identical across threads and keep/recompute paths") {
+  ad::Rng rng(12);
+  const int64_t N = 301, C = 23, H = 16;  // N C H > 2^16: chunked
+  Tensor h = ad::rand_uniform({N, C}, -2, 2, rng), W1 = ad::rand_normal({C, H}, 0, 1.4, rng),
+         b1 = ad::rand_normal({C, H}, 0, 1, rng), W2 = ad::rand_normal({C, H}, 0, 0.25, rng),
+         b2 = ad::rand_normal({C}, 0, 1, rng);
+  for (Tensor* t : {&h, &W1, &b1, &W2, &b2}) t->requires_grad_(true);
+  Tensor R = ad::rand_normal({N, C}, 0, 1, rng);
+  auto run = [&](int threads, size_t keep_bytes) {
+    const int old_threads = ad::num_threads();
+    const size_t old_keep = decomp::ci_keep_hidden_bytes();
+    ad::set_num_threads(threads);
+    decomp::set_ci_keep_hidden_bytes(keep_bytes);
+    Tensor z = decomp::ci_scalar_mlp(h, W1, b1, W2, b2);
+    std::vector<Tensor> g = ad::grad(z, {h, W1, b1, W2, b2}, R);
+    ad::set_num_threads(old_threads);
+    decomp::set_ci_keep_hidden_bytes(old_keep);
+    g.push_back(z);
+    return g;
+  };
+  const std::vector<Tensor> ref = run(1, size_t(1) << 30);
+  for (int threads : {1, 2})
+    for (size_t keep : {size_t(0), size_t(1) << 30}) {
+      INFO("threads " << threads << ", keep bytes " << keep);
+      const std::vector<Tensor> got = run(threads, keep);
+      for (size_t i = 0; i < ref.size(); ++i) CHECK(got[i].to_vector() == ref[i].to_vector());
+    }
+}
+
+TEST_CASE("parallel_chunks runs every chunk exactly once, with any thread count") {
+  for (int threads : {1, 2, 3}) {
+    const int old = ad::num_threads();
+    ad::set_num_threads(threads);
+    std::vector<int> hits(37, 0);
+    for (int rep = 0; rep < 50; ++rep) ad::parallel_chunks(37, [&](int c) { hits[c] += 1; });
+    ad::set_num_threads(old);
+    for (int c = 0; c < 37; ++c) CHECK(hits[c] == 50);
+  }
+  CHECK(ad::chunk_range(10, 3, 0) == std::pair<int64_t, int64_t>(0, 3));
+  CHECK(ad::chunk_range(10, 3, 2) == std::pair<int64_t, int64_t>(6, 10));
+}
