@@ -1,5 +1,7 @@
 #include "decomp/spd_eval.hpp"
 
+#include <algorithm>
+
 namespace decomp {
 
 using ad::Tensor;
@@ -17,14 +19,37 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
   EvalResult r;
   const ComponentModel& cm = spd.cm;
   const double thr = spd.cfg.ci_threshold;
-  Batch b = spd.target.sample(spd.cfg.eval_batch, rng);
-  StepState st = spd.prepare(b, rng);
-  for (const LossTermConfig& t : spd.cfg.losses) r.losses[t.name] = spd.term(t, b, st, 1.0, rng).item();
-  // Monitors are always reported, configured or not.
-  r.losses["ci_masked_recon"] = spd.ci_masked_recon(b, st).item();
-  r.losses["unmasked_recon"] = spd.unmasked_recon(b, st).item();
-  r.losses["faithfulness"] = spd.faithfulness().item();
-  r.losses["stochastic_recon"] = spd.stochastic_recon(b, st, Routing::all, 0.5, 1, rng).item();
+  // Sequence targets evaluate in chunks of 32 sequences (a 10k-sequence batch through a
+  // vector_mlp CI function would need tens of GB); loss values are then chunk-size-weighted
+  // means (every term is a per-element mean), CI_L0 the row-weighted mean, alive the union.
+  const int64_t total = spd.cfg.eval_batch;
+  const int64_t chunk = spd.target.n_features > 0 ? total : std::min<int64_t>(total, 32);
+  std::vector<double> l0_sum(cm.layers.size(), 0.0);
+  std::vector<int64_t> rows(cm.layers.size(), 0);
+  std::vector<std::vector<bool>> any_active(cm.layers.size());
+  for (int64_t done = 0; done < total; done += chunk) {
+    const int64_t n = std::min(chunk, total - done);
+    const double w = (double)n / (double)total;
+    Batch b = spd.target.sample(n, rng);
+    StepState st = spd.prepare(b, rng);
+    std::map<std::string, double> part;
+    for (const LossTermConfig& t : spd.cfg.losses) part[t.name] = spd.term(t, b, st, 1.0, rng).item();
+    // Monitors are always reported, configured or not.
+    part["ci_masked_recon"] = spd.ci_masked_recon(b, st).item();
+    part["unmasked_recon"] = spd.unmasked_recon(b, st).item();
+    part["faithfulness"] = spd.faithfulness().item();
+    part["stochastic_recon"] = spd.stochastic_recon(b, st, Routing::all, 0.5, 1, rng).item();
+    for (auto& kv : part) r.losses[kv.first] += w * kv.second;
+    for (size_t l = 0; l < cm.layers.size(); ++l) {
+      Mat g = to_mat(st.g_lower[l]);
+      l0_sum[l] += ci_l0(g, thr) * (double)g.rows;
+      rows[l] += g.rows;
+      any_active[l].resize(g.cols, false);
+      for (int64_t i = 0; i < g.rows; ++i)
+        for (int64_t c = 0; c < g.cols; ++c)
+          if (g(i, c) > thr) any_active[l][c] = true;
+    }
+  }
 
   StepState one;
   const int64_t nf = spd.target.n_features;
@@ -39,9 +64,9 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     const LayerComponents& L = cm.layers[l];
     LayerEval e;
     e.name = L.name;
-    Mat g = to_mat(st.g_lower[l]);
-    e.ci_l0 = ci_l0(g, thr);
-    e.alive = alive_components(g, thr);
+    e.ci_l0 = l0_sum[l] / (double)rows[l];
+    e.alive = 0;
+    for (bool a : any_active[l]) e.alive += a;
     if (nf > 0) {
       e.ci_onehot = to_mat(one.g_lower[l]);
       auto it = dense_k.find(L.name);
