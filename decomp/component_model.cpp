@@ -309,10 +309,16 @@ Tensor MaskedHooks::linear(const std::string& name, const Tensor& x, const Tenso
   const TargetPassCache::Call* rec = recorded(name, x.shape());
   const int l = cm->index_of(name);
   if (l < 0 || !(*masks)[l].m.defined()) return rec ? rec->out : Tensor();  // target's layer
+  return masked(l, rec, bias, [&] { return x; });
+}
+
+Tensor MaskedHooks::masked(int l, const TargetPassCache::Call* rec, const Tensor& bias,
+                           const std::function<Tensor()>& input) {
   clean_ = false;
-  if (!rec) return cm->masked_forward(l, x, bias, (*masks)[l]);
-  // x is the recorded input: reuse x V (computing it once per step if the CI did not) and x W^T
-  if (!cache->h[l].defined()) cache->h[l] = cm->h_of(l, x);
+  if (!rec) return cm->masked_forward(l, input(), bias, (*masks)[l]);
+  // the input is the recorded one: reuse x V (computing it once per step if the CI did not)
+  // and x W^T
+  if (!cache->h[l].defined()) cache->h[l] = cm->h_of(l, input());
   return cm->masked_output(l, cache->h[l], cache->xw[l], bias, (*masks)[l]);
 }
 
@@ -334,10 +340,7 @@ Tensor MaskedHooks::embedding(const std::string& name, const ad::Indices& ids, c
   const TargetPassCache::Call* rec = recorded(name, ids.shape);
   const int l = cm->index_of(name);
   if (l < 0 || !(*masks)[l].m.defined()) return rec ? rec->out : Tensor();
-  clean_ = false;
-  if (!rec) return cm->masked_forward(l, one_hot(ids, cm->layers[l].d_in, cm->opt.dtype), Tensor(), (*masks)[l]);
-  if (!cache->h[l].defined()) cache->h[l] = cm->h_of(l, one_hot(ids, cm->layers[l].d_in, cm->opt.dtype));
-  return cm->masked_output(l, cache->h[l], cache->xw[l], Tensor(), (*masks)[l]);
+  return masked(l, rec, Tensor(), [&] { return one_hot(ids, cm->layers[l].d_in, cm->opt.dtype); });
 }
 
 }  // namespace decomp

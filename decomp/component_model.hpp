@@ -7,6 +7,7 @@
 // activations h = x V: [..., C], masks m: [..., C], delta mask m_delta: [..., 1].
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -169,6 +170,9 @@ struct MaskedHooks : models::ForwardHooks {
   bool clean_ = true;   // no masked layer has run yet in this pass
   // The recorded call this one repeats, or nullptr (pass no longer clean, or mismatch).
   const TargetPassCache::Call* recorded(const std::string& name, const ad::Shape& in_shape);
+  // Masked replacement of layer l; input() builds the layer's input when it is needed.
+  ad::Tensor masked(int l, const TargetPassCache::Call* rec, const ad::Tensor& bias,
+                    const std::function<ad::Tensor()>& input);
 };
 
 }  // namespace decomp

@@ -79,45 +79,72 @@ TEST_CASE("spd: fused mask ops reject mismatched shapes with the op's name") {
   CHECK_THROWS_WITH(decomp::masked_component_acts(a, a, d), doctest::Contains("masked_component_acts"));
 }
 
+// Token embedding [vocab 5, d 3] then a linear layer with bias, both decomposed: the
+// embedding path of the masked passes (one-hot inputs) and a bias.
+static decomp::Target embedding_target() {
+  ad::Rng rng(21);
+  Tensor E = ad::rand_normal({5, 3}, 0, 1, rng, ad::DType::f64), W = ad::rand_normal({2, 3}, 0, 1, rng, ad::DType::f64),
+         b = ad::rand_normal({2}, 0, 1, rng, ad::DType::f64);
+  decomp::Target t;
+  t.name = "embed_fc";
+  t.dtype = ad::DType::f64;
+  t.layers.push_back({"embed", E, true, ""});
+  t.layers.push_back({"fc", W, false, ""});
+  t.forward = [E, W, b](const decomp::Batch& bt, models::ForwardHooks* hk) {
+    return models::apply_linear(hk, "fc", models::apply_embedding(hk, "embed", bt.ids, E), W, b);
+  };
+  t.sample = [](int64_t B, ad::Rng& r) {
+    decomp::Batch bt;
+    bt.size = B;
+    std::vector<int32_t> ids((size_t)(B * 4));
+    for (auto& v : ids) v = (int32_t)r.below(5);
+    bt.ids = ad::Indices(ids, ad::Shape{B, 4});
+    return bt;
+  };
+  return t;
+}
+
 // Every loss term, with and without reuse of the cached target pass: same value, same
 // gradient for every parameter. TMS with the identity layer (three decomposed layers, one
-// tied), delta on and off, every routing.
+// tied) and an embedding + linear target; delta on and off, every routing.
 TEST_CASE("spd: reusing the cached target pass changes neither losses nor gradients") {
   spd_test::TinyTMS tms(6, 3, true, ad::DType::f64);
-  decomp::Target t = tms.target();
-  t.sample = [](int64_t B, ad::Rng& r) {
+  decomp::Target tms_target = tms.target();
+  tms_target.sample = [](int64_t B, ad::Rng& r) {
     decomp::Batch b;
     b.size = B;
     b.x = ad::rand_uniform({B, 6}, 0, 1, r, ad::DType::f64);
     return b;
   };
-  for (bool delta : {true, false})
-    for (const char* term : {"stochastic_recon", "stochastic_recon_layerwise", "stochastic_recon_subset",
-                             "ci_masked_recon", "unmasked_recon"}) {
-      nlohmann::json j = {{"C", 4}, {"delta", delta}, {"losses", {{{"name", term}, {"coeff", 1}}}}};
-      ad::Rng init(3);
-      decomp::SPD spd(t, decomp::parse_spd_config(j, "reuse test"), init);
-      ad::Rng data(8);
-      decomp::Batch b = t.sample(7, data);
-      std::vector<Tensor> params = spd.all_params();
-      auto value_and_grads = [&](bool reuse) {
-        spd.reuse_target_pass = reuse;
-        ad::Rng r(99);
-        decomp::StepState st = spd.prepare(b, r);
-        Tensor loss = spd.term(spd.cfg.losses[0], b, st, 0.5, r);
-        std::vector<Tensor> g = ad::grad(loss, params);
-        g.push_back(loss);
-        return g;
-      };
-      std::vector<Tensor> with = value_and_grads(true), without = value_and_grads(false);
-      INFO("term " << term << ", delta " << delta);
-      CHECK(with.back().item() == doctest::Approx(without.back().item()).epsilon(1e-13));
-      CHECK(with.back().item() > 0);
-      for (size_t i = 0; i < params.size(); ++i) {
-        INFO("parameter " << spd.all_param_names()[i]);
-        CHECK(max_diff(with[i], without[i]) <= 1e-13);
+  decomp::Target emb_target = embedding_target();
+  for (const decomp::Target* t : {&tms_target, &emb_target})
+    for (bool delta : {true, false})
+      for (const char* term : {"stochastic_recon", "stochastic_recon_layerwise", "stochastic_recon_subset",
+                               "ci_masked_recon", "unmasked_recon"}) {
+        nlohmann::json j = {{"C", 4}, {"delta", delta}, {"losses", {{{"name", term}, {"coeff", 1}}}}};
+        ad::Rng init(3);
+        decomp::SPD spd(*t, decomp::parse_spd_config(j, "reuse test"), init);
+        ad::Rng data(8);
+        decomp::Batch b = t->sample(7, data);
+        std::vector<Tensor> params = spd.all_params();
+        auto value_and_grads = [&](bool reuse) {
+          spd.reuse_target_pass = reuse;
+          ad::Rng r(99);
+          decomp::StepState st = spd.prepare(b, r);
+          Tensor loss = spd.term(spd.cfg.losses[0], b, st, 0.5, r);
+          std::vector<Tensor> g = ad::grad(loss, params);
+          g.push_back(loss);
+          return g;
+        };
+        std::vector<Tensor> with = value_and_grads(true), without = value_and_grads(false);
+        INFO("target " << t->name << ", term " << term << ", delta " << delta);
+        CHECK(with.back().item() == doctest::Approx(without.back().item()).epsilon(1e-13));
+        CHECK(with.back().item() > 0);
+        for (size_t i = 0; i < params.size(); ++i) {
+          INFO("parameter " << spd.all_param_names()[i]);
+          CHECK(max_diff(with[i], without[i]) <= 1e-13);
+        }
       }
-    }
 }
 
 // The fused CI function: kept vs recomputed hidden activations and 1 vs 2 threads give the
