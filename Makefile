@@ -11,7 +11,10 @@ CXX      ?= g++
 ARCH     ?= -mavx2 -mfma
 # -O3: GCC 12 at -O2 vectorizes almost none of the elementwise loops (about 20% of an SPD step).
 OPT      ?= -O3
-CXXFLAGS ?= $(OPT) $(ARCH) -g
+# -fno-trapping-math: lets GCC turn `v > 0 ? g : 0 * g` style selects into vector blends (with
+# trapping math it keeps a scalar branch per element: relu was 60x slower). Values are unchanged:
+# the flag only drops the assumption that FP exceptions trap; nothing here reads FP flags.
+CXXFLAGS ?= $(OPT) $(ARCH) -fno-trapping-math -g
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 # Appended even when CXXFLAGS is given on the command line.
 ALL_CXXFLAGS = $(CXXFLAGS) $(EXTRA_FLAGS) -std=c++17 -Wall -Wextra -I. -MMD -MP

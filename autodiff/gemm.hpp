@@ -2,7 +2,9 @@
 //   op(A): [M, K]  (A stored [M, K] with lda, or [K, M] when trans_a)
 //   op(B): [K, N]  (B stored [K, N] with ldb, or [N, K] when trans_b)
 //   C:     [M, N]  with ldc
-// gemm() goes to OpenBLAS; gemm_reference() is the plain triple loop it is tested against.
+// gemm() goes to (single-threaded) OpenBLAS, big products cut into gemm_chunks() pieces along
+// M or N on the engine's thread pool; gemm_reference() is the plain triple loop it is tested
+// against.
 #pragma once
 #include <cstdint>
 
@@ -12,6 +14,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
+// How many pieces gemm() cuts an [M, K] x [K, N] product into for the thread pool (a
+// function of the sizes only, so results never depend on the thread count). 1 = one call.
+int gemm_chunks(int64_t M, int64_t N, int64_t K);
 
 // C = A B skipping the zero entries of A: for each A[i, k] != 0, C[i, :] += A[i, k] B[k, :].
 //   A: [M, K] (lda), B: [K, N] (ldb), C: [M, N] (ldc), overwritten. Costs nnz(A) N
@@ -32,12 +37,18 @@ void gemm_sparse_a(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
   }
 }
 // True when at most 1/8 of A's M K entries are non-zero (then gemm_sparse_a is the faster
-// choice, counting the nnz scan, for N >= 16 columns).
+// choice, counting the nnz scan, for N >= 16 columns). The scan goes in blocks and stops as
+// soon as the count passes n/8, so a dense A costs a few blocks, not a pass over all of it.
 template <class T>
 bool mostly_zero(const T* A, int64_t n) {
+  const int64_t limit = n / 8;
   int64_t nnz = 0;
-  for (int64_t i = 0; i < n; ++i) nnz += A[i] != 0;
-  return 8 * nnz <= n;
+  for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+    const int64_t i1 = i0 + 1024 < n ? i0 + 1024 : n;
+    for (int64_t i = i0; i < i1; ++i) nnz += A[i] != 0;
+    if (nnz > limit) return false;
+  }
+  return true;
 }
 
 template <class T>

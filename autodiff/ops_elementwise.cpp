@@ -105,7 +105,7 @@ static Tensor unary(const char* op, const Tensor& x, BackwardFn bw, Fwd fwd, dou
   Tensor out = make_result(op, x.shape(), x.dtype(), {x}, bw);
   out.node()->scalars[0] = s0;
   out.node()->scalars[1] = s1;
-  const double* s = out.node()->scalars;
+  const double s[2] = {s0, s1};  // a local copy: y cannot alias it, so the loop vectorises
   dispatch(x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* px = x.data<T>();
@@ -124,7 +124,8 @@ static void unary_grad(Node& out, DX dx) {
     T* gx = grad_of<T>(x);
     if (!gx) return;
     const T *px = x.data<T>(), *y = static_cast<const T*>(out.data), *g = static_cast<const T*>(out.scratch);
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) gx[i] += dx(px[i], y[i], g[i], out.scalars);
+    const double s[2] = {out.scalars[0], out.scalars[1]};  // local: gx cannot alias it
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) gx[i] += dx(px[i], y[i], g[i], s);
   });
 }
 

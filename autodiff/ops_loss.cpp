@@ -31,9 +31,22 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
   dispatch(pred.dtype(), [&](auto z) {
     using T = decltype(z);
     const T *pp = pred.data<T>(), *pt = target.data<T>();
-    double acc = 0;  // accumulate in double: toy losses are sums of many tiny squares
-    for (int64_t i = 0, n = pred.numel(); i < n; ++i) acc += (double)(pp[i] - pt[i]) * (double)(pp[i] - pt[i]);
-    out.data<T>()[0] = (T)(acc / (double)(pred.numel() ? pred.numel() : 1));
+    // Accumulate in double (toy losses are sums of many tiny squares), in 8 independent
+    // lanes added in a fixed order: one serial chain of double adds cost 3 ns per element.
+    const int64_t n = pred.numel();
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) {
+        const double d = (double)(pp[i + j] - pt[i + j]);
+        lane[j] += d * d;
+      }
+    for (; i < n; ++i) {
+      const double d = (double)(pp[i] - pt[i]);
+      lane[i & 7] += d * d;
+    }
+    const double acc = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    out.data<T>()[0] = (T)(acc / (double)(n ? n : 1));
   });
   return finish(out);
 }

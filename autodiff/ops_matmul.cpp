@@ -5,20 +5,65 @@
 
 #include "autodiff/gemm.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/parallel.hpp"
 
 namespace ad {
 
+// OpenBLAS runs single-threaded; gemm() splits big products itself on the engine's thread
+// pool. Why: with two cores, OpenBLAS's own workers busy-wait after every call and took the
+// core from the pool's CI-function chunks (that op ran 1.9x slower next to them), and one
+// pool keeps thread counts and chunking in one place (parallel.hpp).
+static const bool kBlasSingleThreaded = (openblas_set_num_threads(1), true);
+
+// Fixed chunk count from the size alone (never the thread count), so results do not depend
+// on PD_NUM_THREADS: 1 below 2M multiply-adds (a pool wake-up costs about as much), 2 up to
+// 128M, 4 above. The split runs along M or N, whichever is longer; K is never split (no
+// partial sums to add), so every C entry is one single-threaded BLAS dot product.
+int gemm_chunks(int64_t M, int64_t N, int64_t K) {
+  const double macs = (double)M * (double)N * (double)K;
+  const int64_t split = M >= N ? M : N;
+  int chunks = macs < 2e6 ? 1 : (macs < 128e6 ? 2 : 4);
+  while (chunks > 1 && split < 16 * chunks) chunks /= 2;
+  return chunks;
+}
+
+template <class T, class Blas>
+static void gemm_chunked(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                         const T* B, int64_t ldb, T beta, T* C, int64_t ldc, Blas blas) {
+  if (M == 0 || N == 0) return;
+  (void)kBlasSingleThreaded;
+  const int chunks = gemm_chunks(M, N, K);
+  const bool split_m = M >= N;
+  auto run = [&](int c) {
+    const auto r = chunk_range(split_m ? M : N, chunks, c);
+    const int64_t b = r.first, n = r.second - r.first;
+    if (split_m)  // rows b.. of op(A) and C; op(A) is A[b*lda] or, transposed, column b of A
+      blas(ta, tb, n, N, K, alpha, ta ? A + b : A + b * lda, lda, B, ldb, beta, C + b * ldc, ldc);
+    else          // columns b.. of op(B) and C; op(B) is column b of B or, transposed, row b
+      blas(ta, tb, M, n, K, alpha, A, lda, tb ? B + b * ldb : B + b, ldb, beta, C + b, ldc);
+  };
+  // with one thread the same chunks run in order, so the numbers match any thread count
+  if (chunks == 1) run(0);
+  else parallel_chunks(chunks, run);
+}
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-              (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+  gemm_chunked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+               [](bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al, const float* a, int64_t la,
+                  const float* b, int64_t lb, float be, float* c, int64_t lc) {
+                 cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
+                             (int)n, (int)k, al, a, (int)la, b, (int)lb, be, c, (int)lc);
+               });
 }
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
           const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-              (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+  gemm_chunked(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+               [](bool ta, bool tb, int64_t m, int64_t n, int64_t k, double al, const double* a, int64_t la,
+                  const double* b, int64_t lb, double be, double* c, int64_t lc) {
+                 cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
+                             (int)n, (int)k, al, a, (int)la, b, (int)lb, be, c, (int)lc);
+               });
 }
 
 // Geometry of one matmul call, recomputed identically in forward and backward.
@@ -136,13 +181,13 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
   dispatch(x.dtype(), [&](auto z) {
     using T = decltype(z);
     T* Y = out.data<T>();
-    if (b.defined()) {
+    if (b.defined()) {  // Y = b broadcast over rows, then Y += X W^T
       const T* pb = b.data<T>();
       for (int64_t r = 0; r < R; ++r) std::memcpy(Y + r * d_out, pb, d_out * sizeof(T));
-    } else {
-      std::memset(Y, 0, out.node()->bytes());
     }
-    gemm(false, true, R, d_out, d_in, (T)1, x.data<T>(), d_in, W.data<T>(), d_in, (T)1, Y, d_out);
+    gemm(false, true, R, d_out, d_in, (T)1, x.data<T>(), d_in, W.data<T>(), d_in, b.defined() ? (T)1 : (T)0, Y,
+         d_out);
+    if (d_in == 0 && !b.defined()) std::memset(Y, 0, out.node()->bytes());
   });
   return finish(out);
 }

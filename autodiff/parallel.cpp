@@ -99,13 +99,21 @@ Pool& pool() {
 int num_threads() { return g_threads; }
 void set_num_threads(int n) { g_threads = std::max(1, std::min(n, 8)); }
 
+// Set while this thread runs a chunk: a parallel_chunks call from inside a chunk (a gemm in
+// a chunked kernel) runs its chunks in order on that thread instead of waiting on the pool.
+thread_local bool t_in_chunk = false;
+
 void parallel_chunks(int n_chunks, const std::function<void(int)>& fn) {
   const int threads = std::min(g_threads, n_chunks);
-  if (threads <= 1) {
+  if (threads <= 1 || t_in_chunk) {
     for (int c = 0; c < n_chunks; ++c) fn(c);
     return;
   }
-  pool().run(n_chunks, threads, fn);
+  pool().run(n_chunks, threads, [&fn](int c) {
+    t_in_chunk = true;
+    fn(c);
+    t_in_chunk = false;
+  });
 }
 
 }  // namespace ad

@@ -21,6 +21,7 @@
 #include "autodiff/fileio.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/optim.hpp"
+#include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
 #include "experiments/bench.hpp"
 #include "experiments/cli.hpp"
@@ -74,14 +75,21 @@ static json bench_sgemm(const BenchOptions& opt) {
     ad::Tensor A = ad::rand_normal({n, n}, 0, 1, rng), B = ad::rand_normal({n, n}, 0, 1, rng);
     std::vector<float> C((size_t)(n * n));
     const float *pa = A.data<float>(), *pb = B.data<float>();
-    auto engine = [&] { ad::Tensor c = ad::matmul(A, B); };
+    // The engine runs OpenBLAS single-threaded under its own pool (autodiff/ops_matmul.cpp);
+    // the reference is OpenBLAS with its own threads, as many as the pool has.
+    auto engine = [&] {
+      openblas_set_num_threads(1);
+      ad::Tensor c = ad::matmul(A, B);
+    };
     auto direct = [&] {
+      openblas_set_num_threads(ad::num_threads());
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)n, (int)n, 1.0f, pa, (int)n, pb, (int)n,
                   0.0f, C.data(), (int)n);
     };
     // Alternate single calls so both sides see the same (shared, fluctuating) machine.
     Timing te, td;
     time_pair(engine, direct, opt.min_seconds, te, td);
+    openblas_set_num_threads(1);
     const double flop = 2.0 * (double)n * (double)n * (double)n;
     lines.push_back({{"n", n},
                      {"engine_gflops", flop / te.best_s * 1e-9},
@@ -93,7 +101,7 @@ static json bench_sgemm(const BenchOptions& opt) {
                      {"engine_median_us", te.median_s * 1e6},
                      {"blas_median_us", td.median_s * 1e6},
                      {"pairs", te.reps},
-                     {"blas_threads", openblas_get_num_threads()}});
+                     {"threads", ad::num_threads()}});
   }
   return lines;
 }

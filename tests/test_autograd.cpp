@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "autodiff/gemm.hpp"
+#include "autodiff/parallel.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/random.hpp"
 
@@ -139,6 +140,51 @@ TEST_CASE("autodiff: BLAS gemm matches the reference loop for every transpose") 
       ad::gemm_reference<double>(ta, tb, M, N, K, 1.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.0, C2.data(), N);
       for (int i = 0; i < M * N; ++i) CHECK(C1[i] == doctest::Approx(C2[i]).epsilon(1e-12));
     }
+}
+
+TEST_CASE("autodiff: chunked gemm (split over the thread pool) matches the reference loop and any thread count") {
+  // Products above 2M multiply-adds are cut into 2 or 4 pieces along M or N; sizes are odd so
+  // the pieces are uneven, and both a tall (split M) and a wide (split N) case run per transpose.
+  CHECK(ad::gemm_chunks(8, 8, 8) == 1);
+  CHECK(ad::gemm_chunks(301, 101, 103) == 2);
+  CHECK(ad::gemm_chunks(1001, 517, 263) == 4);
+  CHECK(ad::gemm_chunks(20, 3000, 3000) == 4);   // split along the longer side, N
+  CHECK(ad::gemm_chunks(20, 20, 10000) == 1);    // 4M multiply-adds, but 20 is too short to cut
+  ad::Rng rng(15);
+  const int old_threads = ad::num_threads();
+  struct Size { int64_t M, N, K; };
+  for (Size sz : {Size{301, 101, 103}, Size{97, 509, 89}, Size{1001, 517, 263}})
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const int64_t M = sz.M, N = sz.N, K = sz.K;
+        CAPTURE(M);
+        CAPTURE(N);
+        CAPTURE(K);
+        CAPTURE(ta);
+        CAPTURE(tb);
+        REQUIRE(ad::gemm_chunks(M, N, K) > 1);
+        std::vector<double> A(M * K), B(K * N), ref(M * N);
+        for (auto& v : A) v = rng.normal();
+        for (auto& v : B) v = rng.normal();
+        for (auto& v : ref) v = rng.normal();
+        std::vector<double> C2 = ref;
+        std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end()), Cf1(ref.begin(), ref.end()), Cf2 = Cf1;
+        ad::gemm_reference<double>(ta, tb, M, N, K, 0.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.0, ref.data(), N);
+        ad::set_num_threads(2);
+        ad::gemm(ta, tb, M, N, K, 0.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.0, C2.data(), N);
+        ad::gemm(ta, tb, M, N, K, 0.5f, Af.data(), ta ? M : K, Bf.data(), tb ? K : N, 1.0f, Cf1.data(), N);
+        ad::set_num_threads(1);
+        ad::gemm(ta, tb, M, N, K, 0.5f, Af.data(), ta ? M : K, Bf.data(), tb ? K : N, 1.0f, Cf2.data(), N);
+        int bad = 0, differ = 0;
+        for (int64_t i = 0; i < M * N; ++i) {
+          bad += std::abs(C2[i] - ref[i]) > 1e-10 * (1 + std::abs(ref[i]));
+          bad += std::abs(Cf1[i] - ref[i]) > 2e-4 * (1 + std::abs(ref[i]));
+          differ += Cf1[i] != Cf2[i];  // bit-identical across thread counts
+        }
+        CHECK(bad == 0);
+        CHECK(differ == 0);
+      }
+  ad::set_num_threads(old_threads);
 }
 
 TEST_CASE("autodiff: matmul with a mostly-zero left operand (sparse path) matches the reference loop") {

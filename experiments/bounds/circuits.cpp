@@ -1,6 +1,5 @@
 #include "experiments/bounds/circuits.hpp"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +7,8 @@
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
+
+#include "autodiff/gemm.hpp"
 
 namespace pd::bounds {
 
@@ -246,7 +247,7 @@ RotationResult run_rotation(const SuperposedNetwork& net) {
         }
     } else {
       const auto W = net.layer_weight(l);
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, B, D, 1.0, W.data(), D, A.data(), B, 1.0, Z.data(), B);
+      ad::gemm(false, false, D, B, D, 1.0, W.data(), D, A.data(), B, 1.0, Z.data(), B);
     }
     long positive = 0;
     for (size_t k = 0; k < A.size(); ++k) {

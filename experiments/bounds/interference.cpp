@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "autodiff/gemm.hpp"
+
 namespace pd::bounds {
 
 std::vector<double> random_unit_vectors(int n, int m, Rng& rng) {
@@ -55,7 +57,7 @@ static void superpose_and_read(const std::vector<double>& V, int n, int m, int l
     }
   }
   R.assign(static_cast<size_t>(m) * B, 0.0);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, B, n, 1.0, V.data(), n, H.data(), B, 0.0, R.data(), B);
+  ad::gemm(false, false, m, B, n, 1.0, V.data(), n, H.data(), B, 0.0, R.data(), B);
 }
 
 double readout_noise_rms(const std::vector<double>& V, int n, int m, int l, int trials, Rng& rng) {
