@@ -253,8 +253,16 @@ Tensor ComponentModel::masked_forward(int l, const Tensor& x, const Tensor& bias
 Tensor ComponentModel::masked_output(int l, const Tensor& h, const Tensor& xw, const Tensor& bias,
                                      const LayerMask& mk) const {
   // (h * (m - m_delta)) U + m_delta (x W^T) + b: the delta's -h U folded into the mask.
-  Tensor out = out_of(l, masked_component_acts(h, mk.m, mk.m_delta));
-  if (mk.m_delta.defined()) out = out + mk.m_delta * xw;
+  const Tensor acts = masked_component_acts(h, mk.m, mk.m_delta);
+  Tensor out;
+  if (mk.m_delta.defined()) {
+    const LayerComponents& L = layers[l];
+    // tied: U = V_src^T, passed as V_src with trans_u
+    out = L.tied_src >= 0 ? masked_layer_output(acts, layers[L.tied_src].V, true, mk.m_delta, xw)
+                          : masked_layer_output(acts, L.U, false, mk.m_delta, xw);
+  } else {
+    out = out_of(l, acts);
+  }
   if (bias.defined()) out = out + bias;
   if (mk.route.defined()) {
     const Tensor tgt = bias.defined() ? xw + bias : xw;  // x W^T + b

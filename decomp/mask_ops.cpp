@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "autodiff/gemm.hpp"
+
 namespace decomp {
 
 using ad::Tensor;
@@ -77,6 +79,63 @@ Tensor masked_component_acts(const Tensor& h, const Tensor& m, const Tensor& m_d
     }
   });
   return ad::finish(a);
+}
+
+AD_REGISTER_OP("masked_layer_output");
+// out[n, :] = a[n, :] op(U) + m_delta[n] xw[n, :]   (a: [N, C], op(U): [C, D], xw: [N, D] flat)
+Tensor masked_layer_output(const Tensor& a, const Tensor& U, bool trans_u, const Tensor& m_delta, const Tensor& xw) {
+  const int64_t C = a.dim() >= 1 ? a.size(-1) : 0, N = C ? a.numel() / C : 0;
+  const int64_t D = U.dim() == 2 ? U.size(trans_u ? 0 : 1) : -1;
+  ad::Shape os = a.shape();
+  if (a.dim() >= 1) os[-1] = D;
+  if (a.dim() < 1 || U.dim() != 2 || U.size(trans_u ? 1 : 0) != C || xw.shape() != os || m_delta.dim() != a.dim() ||
+      m_delta.size(-1) != 1 || m_delta.numel() != N || a.dtype() != U.dtype() || a.dtype() != xw.dtype() ||
+      a.dtype() != m_delta.dtype())
+    ad::fail("masked_layer_output: expected a [..., C], U [C, d_out]" + std::string(trans_u ? " (stored transposed)" : "") +
+             ", m_delta [..., 1] and xw [..., d_out] of one dtype; got a " + a.shape().str() + ", U " + U.shape().str() +
+             ", m_delta " + m_delta.shape().str() + ", xw " + xw.shape().str());
+  Tensor out = ad::make_result("masked_layer_output", os, a.dtype(), {a, U, m_delta, xw}, [](ad::Node& o) {
+    const Tensor &a = o.inputs[0], &U = o.inputs[1], &md = o.inputs[2], &xw = o.inputs[3];
+    const bool tu = o.ints[0];
+    const int64_t C = a.size(-1), N = a.numel() / C, D = U.size(tu ? 0 : 1);
+    ad::dispatch(o.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      const T *pa = a.data<T>(), *pu = U.data<T>(), *pmd = md.data<T>(), *pxw = xw.data<T>();
+      const T* g = static_cast<const T*>(o.scratch);
+      if (T* ga = ad::grad_of<T>(a))  // da += g op(U)^T: [N, D] x [D, C]
+        ad::gemm(false, !tu, N, C, D, T(1), g, D, pu, tu ? C : D, T(1), ga, C);
+      if (T* gu = ad::grad_of<T>(U)) {  // dU += a^T g: [C, N] x [N, D]  (or its transpose g^T a)
+        if (!tu) ad::gemm(true, false, C, D, N, T(1), pa, C, g, D, T(1), gu, D);
+        else     ad::gemm(true, false, D, C, N, T(1), g, D, pa, C, T(1), gu, C);
+      }
+      T *gmd = ad::grad_of<T>(md), *gxw = ad::grad_of<T>(xw);
+      for (int64_t n = 0; n < N; ++n) {
+        const T *gr = g + n * D, *xr = pxw + n * D;
+        if (gmd) {
+          T acc = 0;
+          for (int64_t j = 0; j < D; ++j) acc += gr[j] * xr[j];
+          gmd[n] += acc;
+        }
+        if (gxw) {
+          T* gx = gxw + n * D;
+          const T d = pmd[n];
+          for (int64_t j = 0; j < D; ++j) gx[j] += d * gr[j];
+        }
+      }
+    });
+  });
+  out.node()->ints[0] = trans_u;
+  ad::dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T *pmd = m_delta.data<T>(), *pxw = xw.data<T>();
+    T* po = out.data<T>();
+    for (int64_t n = 0; n < N; ++n) {
+      const T d = pmd[n];
+      for (int64_t j = 0; j < D; ++j) po[n * D + j] = d * pxw[n * D + j];
+    }
+    ad::gemm(false, trans_u, N, D, C, T(1), a.data<T>(), C, U.data<T>(), trans_u ? C : D, T(1), po, D);
+  });
+  return ad::finish(out);
 }
 
 }  // namespace decomp

@@ -16,4 +16,17 @@ ad::Tensor stochastic_mask(const ad::Tensor& g, const ad::Tensor& r);
 //   da/dh = m - m_delta,  da/dm = h,  dL/dm_delta = -sum_c g_c h_c
 ad::Tensor masked_component_acts(const ad::Tensor& h, const ad::Tensor& m, const ad::Tensor& m_delta);
 
+
+
+// Output of a masked layer with the delta component (METHODS 3.1):
+//   out = a op(U) + m_delta (x W^T),   a = h (m - m_delta) from masked_component_acts
+//   a: [..., C];  U: [C, d_out], or stored [d_out, C] when trans_u (tied TMS: hm V_src^T);
+//   m_delta: [..., 1];  xw = x W^T: [..., d_out]  ->  out: [..., d_out]
+// One pass writes m_delta xw, then one gemm accumulates a op(U) into it (beta = 1). Backward:
+//   da += g op(U)^T,  dU += a^T g (transposed back when trans_u),
+//   dm_delta[n] += sum_j g[n, j] xw[n, j],  dxw[n, j] += m_delta[n] g[n, j]
+// Replaces matmul + mul + add, which made two extra passes over [..., d_out] each way.
+ad::Tensor masked_layer_output(const ad::Tensor& a, const ad::Tensor& U, bool trans_u, const ad::Tensor& m_delta,
+                               const ad::Tensor& xw);
+
 }  // namespace decomp

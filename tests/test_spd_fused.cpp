@@ -61,6 +61,20 @@ AUDIT_CASE("masked_component_acts a = h (m - m_delta)") {
   CHECK_GRADIENTS([](const In& v) { return decomp::masked_component_acts(v[0], v[0], v[1]); }, In({h, md}));
 }
 
+AUDIT_CASE("masked_layer_output out = a U + m_delta (x W^T)") {
+  ad::Rng rng(33);
+  Tensor a = audit::input({2, 3, 5}, rng), U = audit::input({5, 7}, rng), Ut = audit::input({7, 5}, rng);
+  Tensor md = audit::input({2, 3, 1}, rng, 0, 1), xw = audit::input({2, 3, 7}, rng);
+  CHECK_GRADIENTS([](const In& v) { return decomp::masked_layer_output(v[0], v[1], false, v[2], v[3]); }, In({a, U, md, xw}));
+  CHECK_GRADIENTS([](const In& v) { return decomp::masked_layer_output(v[0], v[1], true, v[2], v[3]); }, In({a, Ut, md, xw}));
+  // reuse: one [.., 5] tensor as both a and xw (square U)
+  Tensor U5 = audit::input({5, 5}, rng);
+  CHECK_GRADIENTS([](const In& v) { return decomp::masked_layer_output(v[0], v[1], false, v[2], v[0]); }, In({a, U5, md}));
+  // xw a constant (the cached target pass) and a 2-d batch
+  Tensor a2 = audit::input({9, 5}, rng), md2 = audit::input({9, 1}, rng, 0, 1), xw2 = audit::input({9, 7}, rng, -1, 1, false);
+  CHECK_GRADIENTS([xw2](const In& v) { return decomp::masked_layer_output(v[0], v[1], false, v[2], xw2); }, In({a2, U, md2}));
+}
+
 TEST_CASE("spd: fused mask ops equal the composed engine ops (values and gradients)") {
   ad::Rng rng(5);
   Tensor g = audit::input({9, 13}, rng, 0, 1), r = audit::input({9, 13}, rng, 0, 1);
@@ -71,12 +85,24 @@ TEST_CASE("spd: fused mask ops equal the composed engine ops (values and gradien
                       [](const In& v) { return v[0] * (v[1] - v[2]); }, In({h, m, md}), 1e-14);
   check_same_function([](const In& v) { return decomp::masked_component_acts(v[0], v[1], Tensor()); },
                       [](const In& v) { return v[0] * v[1]; }, In({h, m}), 1e-14);
+  // masked_layer_output vs matmul + mul + add, with U plain and stored transposed
+  Tensor a = audit::input({4, 3, 11}, rng), U = audit::input({11, 17}, rng), xw = audit::input({4, 3, 17}, rng);
+  check_same_function([](const In& v) { return decomp::masked_layer_output(v[0], v[1], false, v[2], v[3]); },
+                      [](const In& v) { return ad::matmul(v[0], v[1]) + v[2] * v[3]; }, In({a, U, md, xw}), 1e-13);
+  Tensor Ut = audit::input({17, 11}, rng);
+  check_same_function([](const In& v) { return decomp::masked_layer_output(v[0], v[1], true, v[2], v[3]); },
+                      [](const In& v) { return ad::matmul(v[0], v[1], false, true) + v[2] * v[3]; }, In({a, Ut, md, xw}),
+                      1e-13);
 }
 
 TEST_CASE("spd: fused mask ops reject mismatched shapes with the op's name") {
   Tensor a = ad::zeros({2, 3}), b = ad::zeros({3, 2}), d = ad::zeros({2, 2});
   CHECK_THROWS_WITH(decomp::stochastic_mask(a, b), doctest::Contains("stochastic_mask"));
   CHECK_THROWS_WITH(decomp::masked_component_acts(a, a, d), doctest::Contains("masked_component_acts"));
+  Tensor md = ad::zeros({2, 1}), xw = ad::zeros({2, 4});
+  CHECK_THROWS_WITH(decomp::masked_layer_output(a, ad::zeros({2, 4}), false, md, xw), doctest::Contains("masked_layer_output"));
+  CHECK_THROWS_WITH(decomp::masked_layer_output(a, ad::zeros({3, 4}), false, md, ad::zeros({2, 5})),
+                    doctest::Contains("masked_layer_output"));
 }
 
 // Token embedding [vocab 5, d 3] then a linear layer with bias, both decomposed: the
