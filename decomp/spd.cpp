@@ -376,6 +376,27 @@ ad::LrSchedule lr_schedule(const TrainConfig& t) {
   return s;
 }
 
+// A non-finite training loss: the message names the step and every term's value, then
+// replays the step's loss with the engine's NaN guard on, which names the first op whose
+// output was not finite (with its shapes). Nothing is written: the caller stops.
+[[noreturn]] static void fail_non_finite(const SPD& spd, const Batch& b, double frac, ad::Rng rng, int64_t step,
+                                         const std::map<std::string, double>& vals) {
+  std::string msg = "SPD training: the loss is not finite at step " + std::to_string(step) + " (";
+  bool first = true;
+  for (const auto& kv : vals) {
+    msg += (first ? "" : ", ") + kv.first + " = " + std::to_string(kv.second);
+    first = false;
+  }
+  msg += ")";
+  try {
+    ad::NanGuardScope guard;
+    spd.total_loss(b, frac, rng, nullptr, false);
+  } catch (const ad::Error& e) {
+    ad::fail(msg + "; first non-finite op: " + e.what());
+  }
+  ad::fail(msg);
+}
+
 void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
                const std::function<void(int64_t, const std::map<std::string, double>&)>& progress) {
   const TrainConfig& tc = spd.cfg.train;
@@ -401,7 +422,9 @@ void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
     Batch b = spd.target.sample(tc.batch_size, rng);
     opt.zero_grad();
     std::map<std::string, double> vals;
-    Tensor loss = spd.total_loss(b, frac, rng, log_now ? &vals : nullptr, log_now);
+    const ad::Rng rng_at_step = rng;  // to replay this step if its loss is not finite
+    Tensor loss = spd.total_loss(b, frac, rng, &vals, log_now);
+    if (!std::isfinite(vals["total"])) fail_non_finite(spd, b, frac, rng_at_step, step, vals);
     ad::backward(loss);
     const double lr = sched.lr_at(tc.lr, step, tc.steps);
     opt.step(lr);

@@ -344,3 +344,25 @@ TEST_CASE("spd: config errors name the file and field") {
   ad::Rng rng(1);
   CHECK_THROWS_WITH(decomp::SPD(t, decomp::parse_spd_config(j, "c"), rng), doctest::Contains("exactly one hidden layer"));
 }
+
+TEST_CASE("spd: a non-finite loss stops training with the step, the term values and the first bad op") {
+  OneLinear m;
+  decomp::Target t = m.target();
+  decomp::SPDConfig cfg = small_config();
+  cfg.train.steps = 5;
+  ad::Rng init(2), rng(3);
+  decomp::SPD spd(t, cfg, init);
+  // a NaN in one subcomponent entry: x V is NaN for every example from step 0 on
+  Tensor V = spd.cm.layers[0].V;
+  V.set_item(1, std::nan(""));
+  try {
+    decomp::train_spd(spd, rng, nullptr);
+    FAIL("train_spd did not stop");
+  } catch (const ad::Error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("not finite at step 0") != std::string::npos);
+    CHECK(msg.find("stochastic_recon = nan") != std::string::npos);
+    CHECK(msg.find("NaN guard: forward of op 'matmul'") != std::string::npos);  // h = x V
+  }
+  CHECK_FALSE(ad::nan_guard());  // the replay's guard is switched off again
+}
