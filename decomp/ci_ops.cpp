@@ -156,6 +156,34 @@ static void hidden_of_example(int64_t n, int64_t C, int64_t H, const T* ph, cons
   gelu_with_grad(s, ds, C * H);
 }
 
+// Toy inputs are sparse: most examples have h[n, :] = x_n V = 0 exactly (TMS 5-2: 77% of
+// them). Then a = 0 W1 + b1 = b1 for every component, so all such rows share one block
+// s0 = gelu(b1), s0' = gelu'(b1), z0 = b2 + sum_k W2 s0 (computed once per call), and their
+// backward collapses: with G0[c] = sum over zero rows of gz[n, c] and K0[c] = sum_k W2 s0' W1,
+//   dW2 += G0 s0,  db1 += G0 W2 s0',  dW1 += 0 (h = 0),  dh[n, c] += gz[n, c] K0[c].
+// Exact in exact arithmetic (float rounding of these sums differs from the per-row loop).
+template <class T>
+static inline bool zero_row(const T* h, int64_t C) {
+  for (int64_t c = 0; c < C; ++c)
+    if (h[c] != 0) return false;
+  return true;
+}
+// s0, ds0 [C, H] from b1; z0 [C] (forward) and K0 [C] (backward) when non-null
+template <class T>
+static void zero_row_block(int64_t C, int64_t H, const T* w1, const T* pb1, const T* w2, const T* pb2, T* s0, T* ds0,
+                           T* z0, T* k0) {
+  for (int64_t i = 0; i < C * H; ++i) s0[i] = pb1[i];
+  gelu_with_grad(s0, ds0, C * H);
+  for (int64_t c = 0; c < C; ++c) {
+    if (z0) z0[c] = pb2[c] + dot_row(H, w2 + c * H, s0 + c * H);
+    if (k0) {
+      T acc = 0;
+      for (int64_t k = 0; k < H; ++k) acc += w2[c * H + k] * ds0[c * H + k] * w1[c * H + k];
+      k0[c] = acc;
+    }
+  }
+}
+
 // s and s' are kept for backward (saved[0], saved[1], [N, C, H] each) when they take at most
 // this many bytes together; above it backward recomputes them one example at a time (the
 // GELU evaluation costs about as much as the rest of forward and backward together, so
@@ -180,9 +208,10 @@ static void ci_scalar_mlp_backward(ad::Node& o) {
   const bool kept = o.saved[0].defined();
   const int n_chunks = n_chunks_for(N, C, H);
   // per chunk: s and s' of one example (recompute path), then partial gradients of W1, b1,
-  // W2 (C H each) and b2 (C)
-  const int64_t per_chunk = 2 * C * H + 3 * C * H + C;
-  Tensor scratch = ad::zeros({n_chunks * per_chunk}, o.dtype);
+  // W2 (C H each) and b2 (C), then G0 (C, the zero rows' summed gz); after the chunks: the
+  // zero-row block s0, s0' (C H each) and K0 (C)
+  const int64_t per_chunk = 2 * C * H + 3 * C * H + 2 * C;
+  Tensor scratch = ad::zeros({n_chunks * per_chunk + 2 * C * H + C}, o.dtype);
   ad::dispatch(o.dtype, [&](auto zero) {
     using T = decltype(zero);
     const T* gz = static_cast<const T*>(o.scratch);
@@ -190,11 +219,22 @@ static void ci_scalar_mlp_backward(ad::Node& o) {
     const T *saved_s = kept ? o.saved[0].data<T>() : nullptr, *saved_ds = kept ? o.saved[1].data<T>() : nullptr;
     T* gh = ad::grad_of<T>(o.inputs[0]);
     T* base = scratch.data<T>();
+    T *s0 = base + n_chunks * per_chunk, *ds0 = s0 + C * H, *k0 = ds0 + C * H;
+    zero_row_block(C, H, w1, pb1, w2, (const T*)nullptr, s0, ds0, (T*)nullptr, k0);
     ad::parallel_chunks(n_chunks, [&](int chunk) {
       T *s_ex = base + chunk * per_chunk, *ds_ex = s_ex + C * H;
-      T *pw1 = ds_ex + C * H, *pb1g = pw1 + C * H, *pw2 = pb1g + C * H, *pb2 = pw2 + C * H;
+      T *pw1 = ds_ex + C * H, *pb1g = pw1 + C * H, *pw2 = pb1g + C * H, *pb2 = pw2 + C * H, *g0 = pb2 + C;
       const auto range = ad::chunk_range(N, n_chunks, chunk);
       for (int64_t n = range.first; n < range.second; ++n) {
+        if (zero_row(ph + n * C, C)) {
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t i = n * C + c;
+            g0[c] += gz[i];
+            pb2[c] += gz[i];
+            if (gh) gh[i] += gz[i] * k0[c];
+          }
+          continue;
+        }
         const T *s = s_ex, *ds = ds_ex;
         if (kept) {
           s = saved_s + n * C * H, ds = saved_ds + n * C * H;
@@ -215,6 +255,16 @@ static void ci_scalar_mlp_backward(ad::Node& o) {
     T* grads[4] = {ad::grad_of<T>(o.inputs[1]), ad::grad_of<T>(o.inputs[2]), ad::grad_of<T>(o.inputs[3]),
                    ad::grad_of<T>(o.inputs[4])};
     const int64_t offset[4] = {2 * C * H, 3 * C * H, 4 * C * H, 5 * C * H}, size[4] = {C * H, C * H, C * H, C};
+    for (int chunk = 0; chunk < n_chunks; ++chunk) {  // the zero rows' share: db1 += G0 W2 s0', dW2 += G0 s0
+      T* part = base + chunk * per_chunk;
+      const T* g0 = part + 5 * C * H + C;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < H; ++k) {
+          const int64_t j = c * H + k;
+          part[3 * C * H + j] += g0[c] * w2[j] * ds0[j];
+          part[4 * C * H + j] += g0[c] * s0[j];
+        }
+    }
     for (int p = 0; p < 4; ++p) {
       if (!grads[p]) continue;
       for (int chunk = 0; chunk < n_chunks; ++chunk) {
@@ -237,16 +287,25 @@ Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const 
   const bool keep = out.requires_grad() && 2 * (size_t)(N * C * H) * ad::dtype_size(h.dtype()) <= ci_keep_hidden_bytes();
   const int n_chunks = n_chunks_for(N, C, H);
   // s, ds: [N, C, H] when kept for backward, else one [C, H] scratch per chunk
+  // (rows of zero-input examples are left unwritten; backward does not read them), plus the
+  // shared zero-row block s0, s0' and z0
   const int64_t rows = keep ? N : n_chunks;
   Tensor s = ad::empty({rows, C, H}, h.dtype()), ds = ad::empty({rows, C, H}, h.dtype());
+  Tensor zero_block = ad::empty({2 * C * H + C}, h.dtype());
   ad::dispatch(h.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T *ph = h.data<T>(), *w1 = W1.data<T>(), *pb1 = b1.data<T>(), *w2 = W2.data<T>(), *pb2 = b2.data<T>();
     T* z = out.data<T>();
     T *s0 = s.data<T>(), *ds0 = ds.data<T>();
+    T* z0 = zero_block.data<T>() + 2 * C * H;
+    zero_row_block(C, H, w1, pb1, w2, pb2, zero_block.data<T>(), zero_block.data<T>() + C * H, z0, (T*)nullptr);
     ad::parallel_chunks(n_chunks, [&](int chunk) {
       const auto range = ad::chunk_range(N, n_chunks, chunk);
       for (int64_t n = range.first; n < range.second; ++n) {
+        if (zero_row(ph + n * C, C)) {
+          for (int64_t c = 0; c < C; ++c) z[n * C + c] = z0[c];
+          continue;
+        }
         const int64_t row = keep ? n : chunk;
         T *ps = s0 + row * C * H, *pds = ds0 + row * C * H;
         hidden_of_example(n, C, H, ph, w1, pb1, ps, pds);

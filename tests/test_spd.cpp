@@ -188,6 +188,11 @@ AUDIT_CASE("ci_scalar_mlp (SPD's fused mlp CI function)") {
   auto r = ad::gradcheck([](const std::vector<Tensor>& x) { return decomp::ci_scalar_mlp(x[0], x[1], x[2], x[3], x[4]); },
                          in);
   CHECK_MESSAGE(r.ok, r.report);
+  // examples whose h row is exactly 0 take the shared zero-row path (forward and backward)
+  for (int64_t row : {0, 3, 4})
+    for (int64_t c = 0; c < 4; ++c) in[0].set_item(row * 4 + c, 0.0);
+  r = ad::gradcheck([](const std::vector<Tensor>& x) { return decomp::ci_scalar_mlp(x[0], x[1], x[2], x[3], x[4]); }, in);
+  CHECK_MESSAGE(r.ok, r.report);
 }
 
 TEST_CASE("spd: fused mlp CI kernel (float, AVX2 GELU) matches the composed float64 ops") {
@@ -195,12 +200,28 @@ TEST_CASE("spd: fused mlp CI kernel (float, AVX2 GELU) matches the composed floa
   Tensor h = ad::rand_uniform({37, 3}, -4, 4, rng, ad::DType::f64), W1 = ad::rand_normal({3, 16}, 0, 1.4, rng, ad::DType::f64),
          b1 = ad::rand_normal({3, 16}, 0, 1, rng, ad::DType::f64), W2 = ad::rand_normal({3, 16}, 0, 0.25, rng, ad::DType::f64),
          b2 = ad::rand_normal({3}, 0, 1, rng, ad::DType::f64);
+  for (int64_t n = 0; n < 37; n += 4)  // every 4th example has h = 0 (the shared zero-row path)
+    for (int64_t c = 0; c < 3; ++c) h.set_item(n * 3 + c, 0.0);
   Tensor ref = ad::sum(ad::gelu_erf(ad::reshape(h, {37, 3, 1}) * W1 + b1) * W2, {-1}) + b2;
   auto f32 = [](const Tensor& t) { return ad::to_dtype(t, ad::DType::f32); };
   Tensor got = decomp::ci_scalar_mlp(f32(h), f32(W1), f32(b1), f32(W2), f32(b2));
   double maxerr = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) maxerr = std::max(maxerr, std::fabs(ref.item(i) - got.item(i)));
   CHECK(maxerr < 2e-5);
+  // gradients (random upstream) of the float kernel against the float64 composition
+  std::vector<Tensor> in64 = {h, W1, b1, W2, b2}, in32;
+  for (Tensor& t : in64) t.requires_grad_(true), in32.push_back(f32(t).requires_grad_(true));
+  Tensor R = ad::rand_normal({37, 3}, 0, 1, rng, ad::DType::f64);
+  std::vector<Tensor> g64 = ad::grad(ad::sum(ad::gelu_erf(ad::reshape(in64[0], {37, 3, 1}) * in64[1] + in64[2]) * in64[3], {-1}) + in64[4],
+                                     in64, R);
+  std::vector<Tensor> g32 = ad::grad(decomp::ci_scalar_mlp(in32[0], in32[1], in32[2], in32[3], in32[4]), in32, f32(R));
+  for (size_t k = 0; k < in64.size(); ++k) {
+    INFO("input " << k);
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < g64[k].numel(); ++i)
+      err = std::max(err, std::fabs(g64[k].item(i) - g32[k].item(i))), scale = std::max(scale, std::fabs(g64[k].item(i)));
+    CHECK(err <= 1e-5 * (1 + scale));
+  }
 }
 
 // Gradient audit of every loss term x CI function type, float64, all parameters (sampled

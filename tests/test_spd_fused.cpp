@@ -181,6 +181,8 @@ TEST_CASE("spd: ci_scalar_mlp is bit-identical across threads and keep/recompute
   Tensor h = ad::rand_uniform({N, C}, -2, 2, rng), W1 = ad::rand_normal({C, H}, 0, 1.4, rng),
          b1 = ad::rand_normal({C, H}, 0, 1, rng), W2 = ad::rand_normal({C, H}, 0, 0.25, rng),
          b2 = ad::rand_normal({C}, 0, 1, rng);
+  for (int64_t n = 0; n < N; n += 3)  // a third of the examples take the zero-row path
+    for (int64_t c = 0; c < C; ++c) h.set_item(n * C + c, 0.0);
   for (Tensor* t : {&h, &W1, &b1, &W2, &b2}) t->requires_grad_(true);
   Tensor R = ad::rand_normal({N, C}, 0, 1, rng);
   auto run = [&](int threads, size_t keep_bytes) {
