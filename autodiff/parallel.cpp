@@ -24,11 +24,11 @@ class Pool {
     wake_.notify_all();
     for (std::thread& t : workers_) t.join();
   }
-  void run(int n_chunks, int threads, const std::function<void(int)>& fn) {
+  void run(int n_chunks, int threads, ChunkFn fn) {
     ensure_workers(threads - 1);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      fn_ = &fn;
+      fn_ = fn;
       n_chunks_ = n_chunks;
       next_.store(0);
       job_workers_ = std::min<int>(threads - 1, (int)workers_.size());
@@ -39,12 +39,11 @@ class Pool {
     work();  // the caller takes chunks too
     std::unique_lock<std::mutex> lk(mu_);
     done_.wait(lk, [&] { return pending_ == 0; });
-    fn_ = nullptr;
   }
 
  private:
   void work() {
-    for (int c; (c = next_.fetch_add(1)) < n_chunks_;) (*fn_)(c);
+    for (int c; (c = next_.fetch_add(1)) < n_chunks_;) fn_(c);
   }
   void ensure_workers(int n) {
     while ((int)workers_.size() < n) workers_.emplace_back([this, id = (int)workers_.size()] { loop(id); });
@@ -69,7 +68,7 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_, done_;
-  const std::function<void(int)>* fn_ = nullptr;
+  ChunkFn fn_{nullptr, nullptr};
   int n_chunks_ = 0;
   int job_workers_ = 0;  // workers taking part in the current job (ids below this)
   int pending_ = 0;      // of those, how many have not finished it
@@ -103,17 +102,18 @@ void set_num_threads(int n) { g_threads = std::max(1, std::min(n, 8)); }
 // a chunked kernel) runs its chunks in order on that thread instead of waiting on the pool.
 thread_local bool t_in_chunk = false;
 
-void parallel_chunks(int n_chunks, const std::function<void(int)>& fn) {
+void parallel_chunks(int n_chunks, ChunkFn fn) {
   const int threads = std::min(g_threads, n_chunks);
   if (threads <= 1 || t_in_chunk) {
     for (int c = 0; c < n_chunks; ++c) fn(c);
     return;
   }
-  pool().run(n_chunks, threads, [&fn](int c) {
+  auto marked = [fn](int c) {
     t_in_chunk = true;
     fn(c);
     t_in_chunk = false;
-  });
+  };
+  pool().run(n_chunks, threads, ChunkFn{&marked, [](void* o, int c) { (*static_cast<decltype(marked)*>(o))(c); }});
 }
 
 }  // namespace ad

@@ -6,7 +6,7 @@
 // memory only: no tensors, no engine calls (the engine itself is single-threaded).
 #pragma once
 #include <cstdint>
-#include <functional>
+#include <type_traits>
 #include <utility>
 
 namespace ad {
@@ -16,9 +16,23 @@ namespace ad {
 int num_threads();
 void set_num_threads(int n);
 
+// A borrowed callable (pointer + invoker): passing a lambda never allocates, whatever it
+// captures (a std::function would, past its small buffer). Valid while the callable lives.
+struct ChunkFn {
+  void* obj;
+  void (*call)(void*, int);
+  void operator()(int c) const { call(obj, c); }
+};
+
 // Calls fn(c) for c = 0 .. n_chunks-1, spread over num_threads() threads; returns when all
 // are done. fn must not throw.
-void parallel_chunks(int n_chunks, const std::function<void(int)>& fn);
+void parallel_chunks(int n_chunks, ChunkFn fn);
+template <class F>
+void parallel_chunks(int n_chunks, F&& fn) {
+  using Fn = std::remove_reference_t<F>;
+  parallel_chunks(n_chunks, ChunkFn{const_cast<void*>(static_cast<const void*>(&fn)),
+                                    [](void* o, int c) { (*static_cast<Fn*>(o))(c); }});
+}
 
 // [begin, end) of chunk c when n items are split into n_chunks nearly equal chunks.
 inline std::pair<int64_t, int64_t> chunk_range(int64_t n, int n_chunks, int c) {

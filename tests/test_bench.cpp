@@ -4,6 +4,10 @@
 #include <memory>
 #include <stdexcept>
 
+#include "autodiff/gemm.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/random.hpp"
+#include "decomp/ci_ops.hpp"
 #include "experiments/bench.hpp"
 
 TEST_CASE("bench: engine workloads are registered and a quick run reports its fields") {
@@ -46,4 +50,26 @@ TEST_CASE("bench: every engine op is heap-allocation-free once warmed up (op_all
   CHECK(r["ops_checked"].get<int>() >= 30);
   CHECK(r["ops_allocating_per_pass"].empty());
   CHECK_FALSE(r.contains("failed"));
+}
+
+// op_allocs uses small shapes; big products take the chunked gemm on the thread pool, the
+// CI function its chunked kernel. Neither may allocate per call once warmed up.
+TEST_CASE("bench: chunked gemm and the chunked CI kernel allocate nothing once warmed up") {
+  if (!pd::new_calls_counted()) return;  // counting is off under ASan
+  ad::Rng rng(3);
+  ad::Tensor x = ad::rand_normal({256, 160}, 0, 1, rng), W = ad::rand_normal({120, 160}, 0, 1, rng);
+  ad::Tensor h = ad::rand_normal({512, 40}, 0, 1, rng), W1 = ad::rand_normal({40, 16}, 0, 1, rng),
+             b1 = ad::rand_normal({40, 16}, 0, 1, rng), W2 = ad::rand_normal({40, 16}, 0, 1, rng),
+             b2 = ad::rand_normal({40}, 0, 1, rng);
+  for (ad::Tensor* t : {&x, &W, &h, &W1}) t->requires_grad_(true);
+  REQUIRE(ad::gemm_chunks(256, 120, 160) > 1);
+  auto step = [&] {
+    ad::backward(ad::sum(ad::square(ad::linear(x, W))) + ad::sum(decomp::ci_scalar_mlp(h, W1, b1, W2, b2)));
+    for (ad::Tensor* t : {&x, &W, &h, &W1}) t->zero_grad();
+  };
+  step();
+  step();
+  const uint64_t before = pd::new_calls();
+  for (int i = 0; i < 5; ++i) step();
+  CHECK(pd::new_calls() == before);
 }
