@@ -18,8 +18,9 @@ static const bool kBlasSingleThreaded = (openblas_set_num_threads(1), true);
 // Fixed chunk count from the size alone (never the thread count), so results do not depend
 // on PD_NUM_THREADS: 1 below 2M multiply-adds (a pool wake-up costs about as much), 2 up to
 // 1G, 4 above (on 2 cores, 4 pieces of a 200M product were 3% slower than 2: each piece
-// packs its operand panels again). The split runs along M or N, whichever is longer; K is never split (no
-// partial sums to add), so every C entry is one single-threaded BLAS dot product.
+// packs its operand panels again). The split runs along M or N, whichever is longer; K is
+// never split (no partial sums to add), so every C entry is one single-threaded BLAS dot
+// product.
 int gemm_chunks(int64_t M, int64_t N, int64_t K) {
   const double macs = (double)M * (double)N * (double)K;
   const int64_t split = M >= N ? M : N;

@@ -210,10 +210,14 @@ Tensor ComponentModel::h_of(int l, const Tensor& x) const {
   if (L.tied_src >= 0) return ad::matmul(x, layers[L.tied_src].U, false, true);  // x U_src^T
   return ad::matmul(x, L.V);
 }
-Tensor ComponentModel::out_of(int l, const Tensor& hm) const {
+ComponentModel::StoredU ComponentModel::U_of(int l) const {
   const LayerComponents& L = layers[l];
-  if (L.tied_src >= 0) return ad::matmul(hm, layers[L.tied_src].V, false, true);  // hm V_src^T
-  return ad::matmul(hm, L.U);
+  if (L.tied_src >= 0) return {layers[L.tied_src].V, true};  // U = V_src^T
+  return {L.U, false};
+}
+Tensor ComponentModel::out_of(int l, const Tensor& hm) const {
+  const StoredU u = U_of(l);
+  return ad::matmul(hm, u.t, false, u.trans);
 }
 Tensor ComponentModel::VU(int l) const {
   const LayerComponents& L = layers[l];
@@ -256,10 +260,8 @@ Tensor ComponentModel::masked_output(int l, const Tensor& h, const Tensor& xw, c
   const Tensor acts = masked_component_acts(h, mk.m, mk.m_delta);
   Tensor out;
   if (mk.m_delta.defined()) {
-    const LayerComponents& L = layers[l];
-    // tied: U = V_src^T, passed as V_src with trans_u
-    out = L.tied_src >= 0 ? masked_layer_output(acts, layers[L.tied_src].V, true, mk.m_delta, xw)
-                          : masked_layer_output(acts, L.U, false, mk.m_delta, xw);
+    const StoredU u = U_of(l);
+    out = masked_layer_output(acts, u.t, u.trans, mk.m_delta, xw);
   } else {
     out = out_of(l, acts);
   }

@@ -109,6 +109,12 @@ class ComponentModel {
   // The layer's effective V [d_in, C] / U [C, d_out] as computation (transposed for tied).
   ad::Tensor h_of(int l, const ad::Tensor& x) const;     // x V  [..., C]
   ad::Tensor out_of(int l, const ad::Tensor& hm) const;  // hm U [..., d_out]
+  // U [C, d_out] as stored: the layer's own U, or for a tied layer V_src with trans = true
+  struct StoredU {
+    ad::Tensor t;
+    bool trans;
+  };
+  StoredU U_of(int l) const;
   ad::Tensor VU(int l) const;                            // V U  [d_in, d_out]
   ad::Tensor target_out(int l, const ad::Tensor& x, const ad::Tensor& bias) const;  // x W^T + b
 

@@ -16,8 +16,6 @@ ad::Tensor stochastic_mask(const ad::Tensor& g, const ad::Tensor& r);
 //   da/dh = m - m_delta,  da/dm = h,  dL/dm_delta = -sum_c g_c h_c
 ad::Tensor masked_component_acts(const ad::Tensor& h, const ad::Tensor& m, const ad::Tensor& m_delta);
 
-
-
 // Output of a masked layer with the delta component (METHODS 3.1):
 //   out = a op(U) + m_delta (x W^T),   a = h (m - m_delta) from masked_component_acts
 //   a: [..., C];  U: [C, d_out], or stored [d_out, C] when trans_u (tied TMS: hm V_src^T);

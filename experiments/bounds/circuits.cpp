@@ -1,6 +1,5 @@
 #include "experiments/bounds/circuits.hpp"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
