@@ -317,4 +317,110 @@ Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const 
   return ad::finish(out);
 }
 
+// ---- vector_mlp: GELU + output layer over the first matmul's result ----------------------------
+
+AD_REGISTER_OP("ci_vector_mlp_head");
+
+// One (n, c) row of ci_vector_mlp_head's backward: gz, s = gelu(a), s' = gelu'(a) ->
+//   dxW1[k] += gz W2[k] s'[k],  db1[k] += gz W2[k] s'[k],  dW2[k] += gz s[k]
+template <class T>
+static inline void head_backward_row(int64_t H, T g, const T* s, const T* ds, const T* w2, T* gpre, T* gb1, T* gw2) {
+  for (int64_t k = 0; k < H; ++k) {
+    const T da = g * w2[k] * ds[k];
+    gpre[k] += da;
+    gb1[k] += da;
+    gw2[k] += g * s[k];
+  }
+}
+#ifdef __AVX2__
+static inline void head_backward_row(int64_t H, float g, const float* s, const float* ds, const float* w2, float* gpre,
+                                     float* gb1, float* gw2) {
+  if (H % 8 != 0) return head_backward_row<float>(H, g, s, ds, w2, gpre, gb1, gw2);
+  const __m256 vg = _mm256_set1_ps(g);
+  for (int64_t k = 0; k < H; k += 8) {
+    const __m256 da = _mm256_mul_ps(_mm256_mul_ps(vg, _mm256_loadu_ps(w2 + k)), _mm256_loadu_ps(ds + k));
+    _mm256_storeu_ps(gpre + k, _mm256_add_ps(da, _mm256_loadu_ps(gpre + k)));
+    _mm256_storeu_ps(gb1 + k, _mm256_add_ps(da, _mm256_loadu_ps(gb1 + k)));
+    _mm256_storeu_ps(gw2 + k, _mm256_fmadd_ps(vg, _mm256_loadu_ps(s + k), _mm256_loadu_ps(gw2 + k)));
+  }
+}
+#endif
+
+// s[i] = xW1[n, i] + b1[i] over the C*H entries of example n, then s <- gelu, ds <- gelu'
+template <class T>
+static void head_hidden_of_example(int64_t n, int64_t CH, const T* pre, const T* pb1, T* s, T* ds) {
+  const T* row = pre + n * CH;
+  for (int64_t i = 0; i < CH; ++i) s[i] = row[i] + pb1[i];
+  gelu_with_grad(s, ds, CH);
+}
+
+static void ci_vector_mlp_head_backward(ad::Node& o) {
+  const Tensor &pre = o.inputs[0], &W2 = o.inputs[2];
+  const int64_t C = W2.size(0), H = W2.size(1), CH = C * H, N = pre.numel() / CH;
+  const int n_chunks = n_chunks_for(N, C, H);
+  // per chunk: s, s' of one example; a sink for dxW1 when xW1 needs no gradient; partial
+  // gradients of b1, W2 (C H each) and b2 (C), summed in chunk order afterwards
+  const int64_t per_chunk = 5 * CH + C;
+  Tensor scratch = ad::zeros({n_chunks * per_chunk}, o.dtype);
+  ad::dispatch(o.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    const T* gz = static_cast<const T*>(o.scratch);
+    const T *ppre = pre.data<T>(), *pb1 = o.inputs[1].data<T>(), *w2 = W2.data<T>();
+    T* gpre = ad::grad_of<T>(o.inputs[0]);
+    T* base = scratch.data<T>();
+    ad::parallel_chunks(n_chunks, [&](int chunk) {
+      T *s = base + chunk * per_chunk, *ds = s + CH, *sink = ds + CH, *pb1g = sink + CH, *pw2 = pb1g + CH,
+        *pb2 = pw2 + CH;
+      const auto range = ad::chunk_range(N, n_chunks, chunk);
+      for (int64_t n = range.first; n < range.second; ++n) {
+        head_hidden_of_example(n, CH, ppre, pb1, s, ds);
+        T* gp = gpre ? gpre + n * CH : sink;
+        for (int64_t c = 0; c < C; ++c) {
+          const T g = gz[n * C + c];
+          head_backward_row(H, g, s + c * H, ds + c * H, w2 + c * H, gp + c * H, pb1g + c * H, pw2 + c * H);
+          pb2[c] += g;
+        }
+      }
+    });
+    T* grads[3] = {ad::grad_of<T>(o.inputs[1]), ad::grad_of<T>(o.inputs[2]), ad::grad_of<T>(o.inputs[3])};
+    const int64_t offset[3] = {3 * CH, 4 * CH, 5 * CH}, size[3] = {CH, CH, C};
+    for (int p = 0; p < 3; ++p) {
+      if (!grads[p]) continue;
+      for (int chunk = 0; chunk < n_chunks; ++chunk) {
+        const T* part = base + chunk * per_chunk + offset[p];
+        for (int64_t k = 0; k < size[p]; ++k) grads[p][k] += part[k];
+      }
+    }
+  });
+}
+
+Tensor ci_vector_mlp_head(const Tensor& xW1, const Tensor& b1, const Tensor& W2, const Tensor& b2) {
+  if (W2.dim() != 2 || b1.shape() != W2.shape() || b2.dim() != 1 || b2.size(0) != W2.size(0) || xW1.dim() < 1 ||
+      xW1.size(-1) != W2.size(0) * W2.size(1))
+    ad::fail("ci_vector_mlp_head: expected xW1 [..., C*H], b1/W2 [C, H], b2 [C]; got xW1 " + xW1.shape().str() +
+             ", b1 " + b1.shape().str() + ", W2 " + W2.shape().str() + ", b2 " + b2.shape().str());
+  for (const Tensor* t : {&b1, &W2, &b2})
+    if (t->dtype() != xW1.dtype()) ad::fail("ci_vector_mlp_head: all inputs need the same dtype");
+  const int64_t C = W2.size(0), H = W2.size(1), CH = C * H, N = xW1.numel() / CH;
+  ad::Shape zs = xW1.shape();
+  zs.d[zs.nd - 1] = C;
+  Tensor out = ad::make_result("ci_vector_mlp_head", zs, xW1.dtype(), {xW1, b1, W2, b2}, ci_vector_mlp_head_backward);
+  const int n_chunks = n_chunks_for(N, C, H);
+  Tensor scratch = ad::empty({n_chunks, 2 * CH}, xW1.dtype());  // s, s' of one example per chunk
+  ad::dispatch(xW1.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T *ppre = xW1.data<T>(), *pb1 = b1.data<T>(), *w2 = W2.data<T>(), *pb2 = b2.data<T>();
+    T* z = out.data<T>();
+    ad::parallel_chunks(n_chunks, [&](int chunk) {
+      T *s = scratch.data<T>() + chunk * 2 * CH, *ds = s + CH;
+      const auto range = ad::chunk_range(N, n_chunks, chunk);
+      for (int64_t n = range.first; n < range.second; ++n) {
+        head_hidden_of_example(n, CH, ppre, pb1, s, ds);
+        for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, s + c * H);
+      }
+    });
+  });
+  return ad::finish(out);
+}
+
 }  // namespace decomp

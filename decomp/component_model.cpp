@@ -78,14 +78,9 @@ Tensor CIFunction::forward(const Tensor& x, const Tensor& h) const {
     return ci_scalar_mlp(h, params[0], params[1], params[2], params[3]);
   }
   if (type == CIType::vector_mlp) {
-    // x: [..., d_in] -> x W1: [..., C*H] viewed as [..., C, H]
-    const int64_t C = params[3].size(0), H = params[1].size(1);
-    ad::Shape s = x.shape();
-    s.d[s.nd - 1] = C;
-    s.nd += 1;
-    s.d[s.nd - 1] = H;
-    Tensor a = ad::gelu_erf(ad::reshape(ad::matmul(x, params[0]), s) + params[1]);
-    return ad::sum(a * params[2], {-1}) + params[3];
+    // x: [..., d_in] -> x W1: [..., C*H] -> z_c = sum_k W2[c,k] gelu((x W1)[c H + k] + b1[c,k]) + b2[c]
+    // (fused kernel; tests compare it with the composed reshape + add + gelu + mul + sum)
+    return ci_vector_mlp_head(ad::matmul(x, params[0]), params[1], params[2], params[3]);
   }
   Tensor a = x;
   const size_t n = params.size() / 2;

@@ -206,6 +206,73 @@ TEST_CASE("spd: ci_scalar_mlp is bit-identical across threads and keep/recompute
     }
 }
 
+// vector_mlp's fused GELU + output layer: audit (random upstream, odd sizes, 3-d batch,
+// reuse of one tensor as b1 and W2), then against the composed ops it replaces, in float64
+// and in float32 (the AVX2 GELU) on a size that takes the chunked, threaded path.
+AUDIT_CASE("ci_vector_mlp_head z = sum_k W2 gelu(xW1 + b1) + b2") {
+  ad::Rng rng(34);
+  Tensor pre = audit::input({2, 3, 4 * 5}, rng, -2, 2), b1 = audit::input({4, 5}, rng), W2 = audit::input({4, 5}, rng),
+         b2 = audit::input({4}, rng);
+  CHECK_GRADIENTS([](const In& v) { return decomp::ci_vector_mlp_head(v[0], v[1], v[2], v[3]); }, In({pre, b1, W2, b2}));
+  CHECK_GRADIENTS([](const In& v) { return decomp::ci_vector_mlp_head(v[0], v[1], v[1], v[2]); }, In({pre, b1, b2}));
+  // xW1 a constant (only the CI parameters learn)
+  Tensor prec = audit::input({7, 3 * 9}, rng, -2, 2, false), b1b = audit::input({3, 9}, rng), W2b = audit::input({3, 9}, rng),
+         b2b = audit::input({3}, rng);
+  CHECK_GRADIENTS([prec](const In& v) { return decomp::ci_vector_mlp_head(prec, v[0], v[1], v[2]); }, In({b1b, W2b, b2b}));
+}
+
+namespace {
+Tensor composed_vector_mlp_head(const Tensor& pre, const Tensor& b1, const Tensor& W2, const Tensor& b2) {
+  ad::Shape s = pre.shape();
+  s.d[s.nd - 1] = W2.size(0);
+  s.d[s.nd++] = W2.size(1);
+  return ad::sum(ad::gelu_erf(ad::reshape(pre, s) + b1) * W2, {-1}) + b2;
+}
+}  // namespace
+
+TEST_CASE("spd: ci_vector_mlp_head equals the composed ops (float64; float32 AVX2 within 1e-5) and is thread-independent") {
+  ad::Rng rng(6);
+  Tensor pre = audit::input({3, 5, 7 * 11}, rng, -3, 3), b1 = audit::input({7, 11}, rng), W2 = audit::input({7, 11}, rng),
+         b2 = audit::input({7}, rng);
+  check_same_function([](const In& v) { return decomp::ci_vector_mlp_head(v[0], v[1], v[2], v[3]); },
+                      [](const In& v) { return composed_vector_mlp_head(v[0], v[1], v[2], v[3]); }, In({pre, b1, W2, b2}),
+                      1e-12);
+  // float32, H = 16 (AVX2 rows), N C H > 2^16 (chunked)
+  const int64_t N = 211, C = 25, H = 16;
+  In in64 = {audit::input({N, C * H}, rng, -3, 3), audit::input({C, H}, rng), audit::input({C, H}, rng), audit::input({C}, rng)};
+  In in32;
+  for (const Tensor& t : in64) in32.push_back(ad::to_dtype(t, ad::DType::f32).requires_grad_(true));
+  Tensor R = ad::rand_normal({N, C}, 0, 1, rng, ad::DType::f64);
+  Tensor z64 = composed_vector_mlp_head(in64[0], in64[1], in64[2], in64[3]);
+  In g64 = ad::grad(z64, in64, R);
+  auto run = [&](int threads) {
+    const int old = ad::num_threads();
+    ad::set_num_threads(threads);
+    Tensor z = decomp::ci_vector_mlp_head(in32[0], in32[1], in32[2], in32[3]);
+    In g = ad::grad(z, in32, ad::to_dtype(R, ad::DType::f32));
+    ad::set_num_threads(old);
+    g.push_back(z);
+    return g;
+  };
+  const In g32 = run(1), g32_2 = run(2);
+  for (size_t k = 0; k < g32.size(); ++k) {
+    INFO("output " << k);
+    CHECK(g32[k].to_vector() == g32_2[k].to_vector());
+    const Tensor& want = k < g64.size() ? g64[k] : z64;
+    double err = 0, scale = 0;
+    for (int64_t i = 0; i < want.numel(); ++i)
+      err = std::max(err, std::fabs(want.item(i) - g32[k].item(i))), scale = std::max(scale, std::fabs(want.item(i)));
+    CHECK(err <= 1e-5 * (1 + scale));
+  }
+}
+
+TEST_CASE("spd: ci_vector_mlp_head rejects mismatched shapes with the op's name") {
+  Tensor pre = ad::zeros({4, 12}), b1 = ad::zeros({3, 4}), W2 = ad::zeros({3, 4}), b2 = ad::zeros({3});
+  CHECK_THROWS_WITH(decomp::ci_vector_mlp_head(ad::zeros({4, 11}), b1, W2, b2), doctest::Contains("ci_vector_mlp_head"));
+  CHECK_THROWS_WITH(decomp::ci_vector_mlp_head(pre, ad::zeros({4, 3}), W2, b2), doctest::Contains("ci_vector_mlp_head"));
+  CHECK_THROWS_WITH(decomp::ci_vector_mlp_head(pre, b1, W2, ad::zeros({4})), doctest::Contains("ci_vector_mlp_head"));
+}
+
 TEST_CASE("parallel_chunks runs every chunk exactly once, with any thread count") {
   for (int threads : {1, 2, 3}) {
     const int old = ad::num_threads();

@@ -38,6 +38,34 @@ pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd
           {"batch", batch}, {"C", cfg["C"]}, {"reps", t.reps}};
 }
 
+// One training step of a shipped decomposition config (its C, CI functions, every loss term
+// with its coefficient, its batch size) on a freshly initialised target: the per-step cost
+// of `pd decompose` on that config, for profiling the longer runs (--profile).
+pd::BenchJson bench_spd_config(const char* spd_config, const pd::BenchOptions& opt) {
+  const nlohmann::json cfg = models::read_json_file(spd_config);
+  const nlohmann::json& target_cfg = cfg.at("target");
+  models::RunConfig run = models::load_run_config(target_cfg.at("run_config").get<std::string>());
+  std::vector<std::string> layers = target_cfg.value("layers", std::vector<std::string>{});
+  decomp::SPDConfig sc = decomp::parse_spd_config(cfg, spd_config);
+  const int64_t batch = opt.quick ? std::min<int64_t>(sc.train.batch_size, 64) : sc.train.batch_size;
+  ad::Rng mrng(0);
+  std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, spd_config);
+  decomp::Target target = pd_spd::make_target(model, run, layers);
+  ad::Rng rng(0);
+  decomp::SPD spd(target, sc, rng);
+  ad::Adam adam({ad::ParamGroup("components", spd.cm.component_params()), ad::ParamGroup("ci_fns", spd.cm.ci_params())},
+                ad::AdamConfig{sc.train.lr, {0.9, 0.999}, 1e-8, 0.0});
+  auto step = [&] {
+    decomp::Batch b = target.sample(batch, rng);
+    adam.zero_grad();
+    ad::backward(spd.total_loss(b, 0.5, rng, nullptr, false));
+    adam.step(sc.train.lr);
+  };
+  pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
+  return {{"steps_per_s", 1.0 / t.median_s}, {"ms_per_step", 1e3 * t.median_s}, {"batch", batch},
+          {"C", sc.model.C}, {"reps", t.reps}};
+}
+
 pd::BenchJson bench_tms52(const pd::BenchOptions& o) { return bench_spd("spd_tms_5-2", "experiments/configs/tms_5-2.json", o); }
 pd::BenchJson bench_tms4010(const pd::BenchOptions& o) { return bench_spd("spd_tms_40-10", "experiments/configs/tms_40-10.json", o); }
 pd::BenchJson bench_resid1(const pd::BenchOptions& o) { return bench_spd("spd_resid_mlp1", "experiments/configs/resid_mlp1.json", o); }
@@ -46,4 +74,10 @@ pd::BenchJson bench_resid1(const pd::BenchOptions& o) { return bench_spd("spd_re
 
 PD_BENCH("spd_tms_5-2", "SPD training step on TMS 5-2 (C 20, batch 4096)", bench_tms52);
 PD_BENCH("spd_tms_40-10", "SPD training step on TMS 40-10 (C 200, batch 4096)", bench_tms4010);
+PD_BENCH("spd_config_ih", "one pd decompose step of experiments/configs/spd_ih.json (fresh target)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/spd_ih.json", o); });
+PD_BENCH("spd_config_resid_mlp2", "one pd decompose step of experiments/configs/spd_resid_mlp2.json (fresh target)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/spd_resid_mlp2.json", o); });
+PD_BENCH("spd_config_resid_mlp3", "one pd decompose step of experiments/configs/spd_resid_mlp3.json (fresh target)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/spd_resid_mlp3.json", o); });
 PD_BENCH("spd_resid_mlp1", "SPD training step on the 1-layer residual MLP (C 100, batch 2048)", bench_resid1);
