@@ -32,6 +32,19 @@ class Rng {
   std::vector<int64_t> permutation(int64_t n);  // Fisher-Yates
   // An independent stream derived from this one (for per-component or per-run streams).
   Rng split() { return Rng(next_u64()); }
+  // The whole generator state (xoshiro words + Box-Muller spare), for checkpoints: a
+  // restored generator continues the stream exactly.
+  struct State {
+    uint64_t s[4];
+    bool has_spare;
+    double spare;
+  };
+  State state() const { return {{s_[0], s_[1], s_[2], s_[3]}, has_spare_, spare_}; }
+  void set_state(const State& st) {
+    for (int i = 0; i < 4; ++i) s_[i] = st.s[i];
+    has_spare_ = st.has_spare;
+    spare_ = st.spare;
+  }
 
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -109,7 +109,8 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
     const json& t = j["train"];
     const std::string w = where + ": train";
     check_keys(t, {"steps", "batch_size", "lr", "schedule", "warmup_frac", "final_frac", "clip_components",
-                   "clip_ci", "faith_warmup_steps", "faith_warmup_lr", "faith_warmup_wd", "log_every"},
+                   "clip_ci", "faith_warmup_steps", "faith_warmup_lr", "faith_warmup_wd", "log_every",
+                   "checkpoint_every"},
                w);
     TrainConfig& tc = c.train;
     get_opt(t, "steps", tc.steps, w);
@@ -124,10 +125,11 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
     get_opt(t, "faith_warmup_lr", tc.faith_warmup_lr, w);
     get_opt(t, "faith_warmup_wd", tc.faith_warmup_wd, w);
     get_opt(t, "log_every", tc.log_every, w);
+    get_opt(t, "checkpoint_every", tc.checkpoint_every, w);
     if (tc.schedule != "cosine" && tc.schedule != "linear" && tc.schedule != "constant")
       ad::fail(w + ": schedule must be cosine, linear or constant, got '" + tc.schedule + "'");
-    if (tc.steps < 0 || tc.batch_size <= 0 || tc.log_every <= 0)
-      ad::fail(w + ": steps >= 0, batch_size > 0 and log_every > 0 required");
+    if (tc.steps < 0 || tc.batch_size <= 0 || tc.log_every <= 0 || tc.checkpoint_every < 0)
+      ad::fail(w + ": steps >= 0, batch_size > 0, log_every > 0 and checkpoint_every >= 0 required");
   }
   return c;
 }
@@ -397,12 +399,17 @@ ad::LrSchedule lr_schedule(const TrainConfig& t) {
   ad::fail(msg);
 }
 
-void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
-               const std::function<void(int64_t, const std::map<std::string, double>&)>& progress) {
+int64_t train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
+                  const std::function<void(int64_t, const std::map<std::string, double>&)>& progress,
+                  const TrainHooks* hooks) {
   const TrainConfig& tc = spd.cfg.train;
   auto t0 = std::chrono::steady_clock::now();
   std::vector<Tensor> comp = spd.cm.component_params(), cip = spd.cm.ci_params();
-  if (tc.faith_warmup_steps > 0) {
+  const int64_t start = hooks ? hooks->start_step : 0;
+  const int64_t end = hooks && hooks->stop_after >= 0 ? std::min(hooks->stop_after, tc.steps) : tc.steps;
+  if (start < 0 || start > tc.steps)
+    ad::fail("train_spd: resume step " + std::to_string(start) + " outside [0, " + std::to_string(tc.steps) + "]");
+  if (tc.faith_warmup_steps > 0 && start == 0) {
     // AdamW on U, V alone towards W (METHODS 3.4, faithfulness warmup).
     ad::AdamW warm({ad::ParamGroup("components", comp)},
                    ad::AdamConfig{tc.faith_warmup_lr, {0.9, 0.999}, 1e-8, tc.faith_warmup_wd});
@@ -415,8 +422,16 @@ void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
   // Adam (no weight decay) with separate gradient-norm clipping for components and CI fns.
   ad::Adam opt({ad::ParamGroup("components", comp, tc.clip_components), ad::ParamGroup("ci_fns", cip, tc.clip_ci)},
                ad::AdamConfig{tc.lr, {0.9, 0.999}, 1e-8, 0.0});
+  if (hooks && hooks->restore_optimizer) hooks->restore_optimizer(opt);
   const ad::LrSchedule sched = lr_schedule(tc);
-  for (int64_t step = 0; step < tc.steps; ++step) {
+  TrainLog no_log;
+  if (!log) log = &no_log;
+  const double seconds_before = log->seconds;  // time of the steps before a resume
+  auto seconds_now = [&] {
+    return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  int64_t step = start;
+  for (; step < end; ++step) {
     const double frac = (double)step / (double)std::max<int64_t>(1, tc.steps);
     const bool log_now = step % tc.log_every == 0 || step + 1 == tc.steps;
     Batch b = spd.target.sample(tc.batch_size, rng);
@@ -432,14 +447,19 @@ void train_spd(SPD& spd, ad::Rng& rng, TrainLog* log,
       vals["lr"] = lr;
       vals["grad_norm_components"] = opt.last_grad_norm(0);
       vals["grad_norm_ci"] = opt.last_grad_norm(1);
-      if (log) {
-        log->steps.push_back(step);
-        for (auto& kv : vals) log->values[kv.first].push_back(kv.second);
-      }
+      log->steps.push_back(step);
+      for (auto& kv : vals) log->values[kv.first].push_back(kv.second);
       if (progress) progress(step, vals);
     }
+    const bool stopping = step + 1 == end && end < tc.steps;
+    if (hooks && hooks->checkpoint &&
+        (stopping || (tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0 && step + 1 < tc.steps))) {
+      log->seconds = seconds_now();
+      hooks->checkpoint(step + 1, opt, rng, *log);
+    }
   }
-  if (log) log->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log->seconds = seconds_now();
+  return step;
 }
 
 }  // namespace decomp

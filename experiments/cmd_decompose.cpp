@@ -1,6 +1,8 @@
 // `pd decompose <config.json> [--out DIR]`: SPD on a target model (training the target first
 // when the config gives no checkpoint), then metrics.json, decomposition.safetensors, plots
-// and a result table.
+// and a result table. Long runs can be split: train.checkpoint_every / --stop-after write
+// DIR/checkpoint.safetensors, and --resume continues from it with the same bits as an
+// uninterrupted run.
 // `pd audit <config.json>`: one training step of that config in float64, every parameter's
 // gradient checked against central finite differences (a sample of coordinates per tensor).
 #include <CLI/CLI.hpp>
@@ -15,6 +17,7 @@
 #include "decomp/spd_eval.hpp"
 #include "experiments/cli.hpp"
 #include "experiments/spd/spd_audit.hpp"
+#include "experiments/spd/spd_checkpoint.hpp"
 #include "experiments/spd/spd_report.hpp"
 #include "experiments/spd/spd_target.hpp"
 
@@ -30,6 +33,13 @@ json read_json(const std::string& path) {
   }
 }
 
+// The config without target.checkpoint (a resumed run may find its target by another path;
+// the weights' fingerprint is what must match).
+json without_target_path(json c) {
+  if (c.contains("target") && c["target"].is_object()) c["target"].erase("checkpoint");
+  return c;
+}
+
 std::string stem(const std::string& path) {
   std::string s = std::filesystem::path(path).stem().string();
   return s.empty() ? "run" : s;
@@ -37,14 +47,16 @@ std::string stem(const std::string& path) {
 
 int cmd_decompose(int argc, char** argv) {
   CLI::App app{"SPD decomposition of a target model (METHODS section 3)"};
-  std::string config_path, out_dir, checkpoint;
-  int64_t seed = -1, steps = -1;
+  std::string config_path, out_dir, checkpoint, resume;
+  int64_t seed = -1, steps = -1, stop_after = -1;
   bool quiet = false;
   app.add_option("config", config_path, "decomposition config (experiments/configs/spd_*.json)")->required();
   app.add_option("--out", out_dir, "output directory (default runs/<config name>)");
   app.add_option("--seed", seed, "override the config's seed");
   app.add_option("--steps", steps, "override train.steps");
   app.add_option("--target-checkpoint", checkpoint, "use this trained target instead of the config's");
+  app.add_option("--resume", resume, "continue the run saved in this checkpoint.safetensors (same config and target)");
+  app.add_option("--stop-after", stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -53,35 +65,78 @@ int cmd_decompose(int argc, char** argv) {
     if (seed >= 0) cfg["seed"] = seed;
     if (steps >= 0) cfg["train"]["steps"] = steps;
     if (!checkpoint.empty()) cfg["target"]["checkpoint"] = checkpoint;
+    pd_spd::SpdCheckpoint ck;
+    if (!resume.empty()) {
+      ck = pd_spd::read_spd_checkpoint(resume);
+      if (!cfg["target"].contains("checkpoint")) cfg["target"]["checkpoint"] = ck.target_checkpoint;
+      const json diff = json::diff(without_target_path(ck.config), without_target_path(cfg));
+      if (!diff.empty()) {
+        std::string paths;
+        for (size_t i = 0; i < diff.size() && i < 5; ++i) paths += (i ? ", " : "") + diff[i].value("path", std::string("?"));
+        ad::fail(resume + ": the checkpoint was made with another config (" + std::to_string(diff.size()) +
+                 " difference(s), at " + paths + "); resume with the same config, seed and steps");
+      }
+      if (out_dir.empty()) out_dir = std::filesystem::path(resume).parent_path().string();
+    }
     decomp::SPDConfig sc = decomp::parse_spd_config(cfg, config_path);
     if (out_dir.empty()) out_dir = "runs/" + stem(config_path);
     std::filesystem::create_directories(out_dir);
     pd_spd::LoadedTarget lt = pd_spd::load_target(cfg, config_path, out_dir + "/target", ad::DType::f32, quiet);
+    const std::string fingerprint = pd_spd::target_fingerprint(*lt.model);
     ad::Rng rng(sc.seed);
     decomp::SPD spd(lt.target, sc, rng);
     decomp::TrainLog log;
+    decomp::TrainHooks hooks;
+    double wall_before = 0;  // wall time of the run's earlier parts
+    if (!resume.empty()) {
+      if (ck.target_fingerprint != fingerprint)
+        ad::fail(resume + ": the checkpoint was made against other target weights (fingerprint " + ck.target_fingerprint +
+                 ", " + lt.checkpoint + " has " + fingerprint + ")");
+      pd_spd::restore_params(ck, spd);
+      rng.set_state(ck.rng);
+      log = ck.log;
+      wall_before = ck.wall_s;
+      hooks.start_step = ck.step;
+      hooks.restore_optimizer = [&](ad::Adam& opt) { pd_spd::restore_optimizer(ck, spd, opt); };
+      if (!quiet) std::fprintf(stderr, "resuming %s at step %lld\n", resume.c_str(), (long long)ck.step);
+    }
+    const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
+    auto wall_now = [&] {
+      return wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    };
+    hooks.stop_after = stop_after;
+    hooks.checkpoint = [&](int64_t next_step, const ad::Adam& opt, const ad::Rng& r, const decomp::TrainLog& l) {
+      pd_spd::save_spd_checkpoint(ckpt_path, spd, opt, r, l, next_step, wall_now(), cfg, lt.checkpoint, fingerprint);
+    };
     const int64_t total = sc.train.steps;
-    decomp::train_spd(spd, rng, &log, [&](int64_t step, const std::map<std::string, double>& v) {
+    const int64_t done = decomp::train_spd(spd, rng, &log, [&](int64_t step, const std::map<std::string, double>& v) {
       if (quiet) return;
       std::fprintf(stderr, "step %6lld/%lld", (long long)step, (long long)total);
       for (auto& kv : v)
         if (kv.first != "lr" && kv.first.rfind("grad_norm", 0) != 0) std::fprintf(stderr, "  %s %.3e", kv.first.c_str(), kv.second);
       std::fprintf(stderr, "\n");
-    });
+    }, &hooks);
+    if (done < total) {
+      std::cout << "stopped after step " << done << " of " << total << "; checkpoint " << ckpt_path
+                << "\ncontinue with: pd decompose " << config_path << " --resume " << ckpt_path << "\n";
+      return 0;
+    }
     ad::Rng eval_rng(sc.seed + 1000003);
     decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, sc.dense_k);
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    const double wall = wall_now();
     json extra = {{"config_file", config_path},
                   {"config", cfg},
                   {"target", lt.target.name},
                   {"target_checkpoint", lt.checkpoint},
                   {"target_train_seconds", lt.train_seconds},
                   {"seed", sc.seed},
-                  {"wall_time_s", wall}};
+                  {"wall_time_s", wall},
+                  {"resumed_from_step", resume.empty() ? 0 : ck.step}};
     json m = pd_spd::metrics_json(spd, ev, log, extra);
     ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
     pd_spd::save_decomposition(spd, out_dir + "/decomposition.safetensors", cfg);
     pd_spd::write_plots(spd, ev, log, out_dir);
+    std::filesystem::remove(ckpt_path);  // superseded by decomposition.safetensors
     std::cout << pd_spd::result_table(spd, ev, wall) << "outputs in " << out_dir
               << "/ (metrics.json, decomposition.safetensors, loss_curves.png, ci_<layer>.png"
               << (m.contains("mmcs") ? ", tms_directions.png" : "") << ")\n";

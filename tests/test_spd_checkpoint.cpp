@@ -1,0 +1,99 @@
+// SPD checkpoints: a run stopped part-way, written to a checkpoint file and resumed from it
+// ends with the same bits as an uninterrupted run; malformed files get errors naming them.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "autodiff/fileio.hpp"
+#include "experiments/spd/spd_checkpoint.hpp"
+#include "tests/spd_test_util.hpp"
+
+namespace {
+nlohmann::json tiny_config() {
+  return nlohmann::json::parse(R"({
+    "seed": 4, "C": 6, "ci_fn": {"type": "mlp", "hidden": [8]}, "delta": true,
+    "losses": [{"name": "importance_minimality", "coeff": 3e-3, "p": 1},
+               {"name": "stochastic_recon", "coeff": 1},
+               {"name": "stochastic_recon_layerwise", "coeff": 1}],
+    "train": {"steps": 30, "batch_size": 64, "lr": 3e-3, "schedule": "cosine", "log_every": 7,
+              "faith_warmup_steps": 5}
+  })");
+}
+}  // namespace
+
+TEST_CASE("spd: stop + checkpoint file + resume gives the same bits as an uninterrupted run") {
+  spd_test::TinyTMS tms(5, 2, true, ad::DType::f32);
+  decomp::Target tgt = tms.target();
+  const nlohmann::json j = tiny_config();
+  const decomp::SPDConfig cfg = decomp::parse_spd_config(j, "test config");
+  // uninterrupted
+  ad::Rng rng_a(cfg.seed);
+  decomp::SPD a(tgt, cfg, rng_a);
+  decomp::TrainLog log_a;
+  CHECK(decomp::train_spd(a, rng_a, &log_a) == 30);
+  // stopped after 13 steps (not a log step), checkpoint written to a file
+  const std::string path = (std::filesystem::temp_directory_path() / "pd_test_spd_checkpoint.safetensors").string();
+  {
+    ad::Rng rng_b(cfg.seed);
+    decomp::SPD b(tgt, cfg, rng_b);
+    decomp::TrainLog log_b;
+    decomp::TrainHooks hooks;
+    hooks.stop_after = 13;
+    int saves = 0;
+    hooks.checkpoint = [&](int64_t next, const ad::Adam& opt, const ad::Rng& r, const decomp::TrainLog& l) {
+      ++saves;
+      pd_spd::save_spd_checkpoint(path, b, opt, r, l, next, 1.5, j, "tiny", "0123456789abcdef");
+    };
+    CHECK(decomp::train_spd(b, rng_b, &log_b, {}, &hooks) == 13);
+    CHECK(saves == 1);
+  }
+  // a fresh process: new SPD with other initial values, everything restored from the file
+  const pd_spd::SpdCheckpoint ck = pd_spd::read_spd_checkpoint(path);
+  CHECK(ck.step == 13);
+  CHECK(ck.wall_s == 1.5);
+  CHECK(ck.target_fingerprint == "0123456789abcdef");
+  CHECK(ck.config == j);
+  ad::Rng rng_c(999);
+  decomp::SPD c(tgt, cfg, rng_c);
+  pd_spd::restore_params(ck, c);
+  rng_c.set_state(ck.rng);
+  decomp::TrainLog log_c = ck.log;
+  decomp::TrainHooks hooks;
+  hooks.start_step = ck.step;
+  hooks.restore_optimizer = [&](ad::Adam& opt) { pd_spd::restore_optimizer(ck, c, opt); };
+  CHECK(decomp::train_spd(c, rng_c, &log_c, {}, &hooks) == 30);
+  const std::vector<ad::Tensor> pa = a.all_params(), pc = c.all_params();
+  REQUIRE(pa.size() == pc.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    INFO("tensor " << a.all_param_names()[i]);
+    CHECK(pa[i].to_vector() == pc[i].to_vector());
+  }
+  CHECK(log_a.steps == log_c.steps);
+  CHECK(log_a.values == log_c.values);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get errors naming the file") {
+  const std::string path = (std::filesystem::temp_directory_path() / "pd_test_not_spd_checkpoint.safetensors").string();
+  ad::save_safetensors(path, {{"x", ad::zeros({2})}}, {{"format", "pd-spd-v1"}});
+  CHECK_THROWS_WITH(pd_spd::read_spd_checkpoint(path), doctest::Contains((path + ": not an SPD checkpoint").c_str()));
+  ad::save_safetensors(path, {{"x", ad::zeros({2})}},
+                       {{"format", "pd-spd-checkpoint-v1"}, {"step", "3"}, {"config", "{"}, {"target_checkpoint", "t"},
+                        {"target_fingerprint", "f"}, {"wall_s", "1"}, {"param_steps", "[]"}, {"rng", "{}"}, {"log", "{}"}});
+  CHECK_THROWS_WITH(pd_spd::read_spd_checkpoint(path), doctest::Contains("'config' is not valid JSON"));
+  // valid metadata but the run's tensors are missing
+  spd_test::TinyTMS tms(5, 2, false, ad::DType::f32);
+  decomp::Target tgt = tms.target();
+  const decomp::SPDConfig cfg = decomp::parse_spd_config(tiny_config(), "test config");
+  ad::Rng rng(1);
+  decomp::SPD spd(tgt, cfg, rng);
+  ad::save_safetensors(path, {{"x", ad::zeros({2})}},
+                       {{"format", "pd-spd-checkpoint-v1"}, {"step", "3"}, {"config", "{}"}, {"target_checkpoint", "t"},
+                        {"target_fingerprint", "f"}, {"wall_s", "1"}, {"param_steps", "[]"},
+                        {"rng", R"({"s": ["0000000000000001", "0000000000000002", "0000000000000003", "0000000000000004"], "has_spare": false, "spare_bits": "0000000000000000"})"},
+                        {"log", R"({"steps": [], "values": {}, "seconds": 0})"}});
+  const pd_spd::SpdCheckpoint ck = pd_spd::read_spd_checkpoint(path);
+  CHECK_THROWS_WITH(pd_spd::restore_params(ck, spd), doctest::Contains("tensor 'param/"));
+  std::filesystem::remove(path);
+}
