@@ -9,6 +9,24 @@
 
 namespace {
 
+// Median time of one SPD training step (sample, forward, backward, Adam) of `sc` on `target`.
+pd::BenchJson time_spd_step(const decomp::Target& target, const decomp::SPDConfig& sc, int64_t batch, double lr,
+                            const pd::BenchOptions& opt) {
+  ad::Rng rng(0);
+  decomp::SPD spd(target, sc, rng);
+  ad::Adam adam({ad::ParamGroup("components", spd.cm.component_params()), ad::ParamGroup("ci_fns", spd.cm.ci_params())},
+                ad::AdamConfig{lr, {0.9, 0.999}, 1e-8, 0.0});
+  auto step = [&] {
+    decomp::Batch b = target.sample(batch, rng);
+    adam.zero_grad();
+    ad::backward(spd.total_loss(b, 0.5, rng, nullptr, false));
+    adam.step(lr);
+  };
+  pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
+  return {{"steps_per_s", 1.0 / t.median_s}, {"best_steps_per_s", 1.0 / t.best_s}, {"ms_per_step", 1e3 * t.median_s},
+          {"batch", batch}, {"C", sc.model.C}, {"reps", t.reps}};
+}
+
 pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd::BenchOptions& opt) {
   nlohmann::json cfg = nlohmann::json::parse(R"({"C": 20, "ci_fn": {"type": "mlp", "hidden": [16]}, "delta": true,
     "losses": [{"name": "importance_minimality", "coeff": 3e-3, "p": 1.0},
@@ -22,20 +40,7 @@ pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd
   decomp::SPDConfig sc = decomp::parse_spd_config(cfg, spd_config);
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, run_config);
-  decomp::Target target = pd_spd::make_target(model, run, {});
-  ad::Rng rng(0);
-  decomp::SPD spd(target, sc, rng);
-  ad::Adam adam({ad::ParamGroup("components", spd.cm.component_params()), ad::ParamGroup("ci_fns", spd.cm.ci_params())},
-                ad::AdamConfig{1e-3, {0.9, 0.999}, 1e-8, 0.0});
-  auto step = [&] {
-    decomp::Batch b = target.sample(batch, rng);
-    adam.zero_grad();
-    ad::backward(spd.total_loss(b, 0.5, rng, nullptr, false));
-    adam.step(1e-3);
-  };
-  pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
-  return {{"steps_per_s", 1.0 / t.median_s}, {"best_steps_per_s", 1.0 / t.best_s}, {"ms_per_step", 1e3 * t.median_s},
-          {"batch", batch}, {"C", cfg["C"]}, {"reps", t.reps}};
+  return time_spd_step(pd_spd::make_target(model, run, {}), sc, batch, 1e-3, opt);
 }
 
 // One training step of a shipped decomposition config (its C, CI functions, every loss term
@@ -50,20 +55,7 @@ pd::BenchJson bench_spd_config(const char* spd_config, const pd::BenchOptions& o
   const int64_t batch = opt.quick ? std::min<int64_t>(sc.train.batch_size, 64) : sc.train.batch_size;
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, spd_config);
-  decomp::Target target = pd_spd::make_target(model, run, layers);
-  ad::Rng rng(0);
-  decomp::SPD spd(target, sc, rng);
-  ad::Adam adam({ad::ParamGroup("components", spd.cm.component_params()), ad::ParamGroup("ci_fns", spd.cm.ci_params())},
-                ad::AdamConfig{sc.train.lr, {0.9, 0.999}, 1e-8, 0.0});
-  auto step = [&] {
-    decomp::Batch b = target.sample(batch, rng);
-    adam.zero_grad();
-    ad::backward(spd.total_loss(b, 0.5, rng, nullptr, false));
-    adam.step(sc.train.lr);
-  };
-  pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
-  return {{"steps_per_s", 1.0 / t.median_s}, {"ms_per_step", 1e3 * t.median_s}, {"batch", batch},
-          {"C", sc.model.C}, {"reps", t.reps}};
+  return time_spd_step(pd_spd::make_target(model, run, layers), sc, batch, sc.train.lr, opt);
 }
 
 pd::BenchJson bench_tms52(const pd::BenchOptions& o) { return bench_spd("spd_tms_5-2", "experiments/configs/tms_5-2.json", o); }
