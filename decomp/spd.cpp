@@ -51,7 +51,7 @@ static void get_opt(const json& j, const char* key, T& out, const std::string& w
 SPDConfig parse_spd_config(const json& j, const std::string& where) {
   SPDConfig c;
   check_keys(j, {"name", "target", "layers", "seed", "C", "ci_fn", "sampling", "delta", "leaky_alpha", "losses",
-                 "train", "ci_threshold", "eval_batch", "dense_k", "comment"},
+                 "train", "ci_threshold", "eval_batch", "dense_k", "dense_k_groups", "comment"},
              where);
   get_opt(j, "seed", c.seed, where);
   get_opt(j, "C", c.model.C, where);
@@ -75,6 +75,20 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
   get_opt(j, "ci_threshold", c.ci_threshold, where);
   get_opt(j, "eval_batch", c.eval_batch, where);
   get_opt(j, "dense_k", c.dense_k, where);
+  if (j.contains("dense_k_groups")) {
+    if (!j["dense_k_groups"].is_array()) ad::fail(where + ": 'dense_k_groups' must be a list of {name, layers, k}");
+    for (size_t i = 0; i < j["dense_k_groups"].size(); ++i) {
+      const json& g = j["dense_k_groups"][i];
+      const std::string w = where + ": dense_k_groups[" + std::to_string(i) + "]";
+      check_keys(g, {"name", "layers", "k"}, w);
+      DenseKGroup dg;
+      get_opt(g, "name", dg.name, w);
+      get_opt(g, "layers", dg.layers, w);
+      get_opt(g, "k", dg.k, w);
+      if (dg.name.empty() || dg.layers.empty() || dg.k < 1) ad::fail(w + ": needs a name, a non-empty 'layers' and k >= 1");
+      c.dense_k_groups.push_back(dg);
+    }
+  }
   if (!j.contains("losses") || !j["losses"].is_array() || j["losses"].empty())
     ad::fail(where + ": 'losses' must be a non-empty list of {name, coeff, ...}");
   static const std::set<std::string> names = {"faithfulness", "stochastic_recon", "stochastic_recon_layerwise",

@@ -68,6 +68,12 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // > 0: pd decompose writes checkpoint.safetensors every N steps
 };
 
+struct DenseKGroup {
+  std::string name;
+  std::vector<std::string> layers;
+  int64_t k = 0;
+};
+
 struct SPDConfig {
   ComponentModelOptions model;
   std::vector<LossTermConfig> losses;
@@ -81,6 +87,10 @@ struct SPDConfig {
   // Layers expected to show a dense-k CI pattern on one-hot inputs (layer name -> k), e.g.
   // the TMS identity layer (k = n_hidden) or residual-MLP mlp_out (k = d_mlp).
   std::map<std::string, int64_t> dense_k;
+  // Cross-layer dense-k patterns: the one-hot CI matrices of the named layers side by side
+  // ([n_features, sum C]) must form one dense block of k components, e.g. the residual MLP's
+  // mlp_out layers as one rank-50 (2L) or rank-51 (3L) block spread over all layers.
+  std::vector<DenseKGroup> dense_k_groups;
 };
 
 // Parses the "decomposition" part of a config (everything but the target). `where` names the

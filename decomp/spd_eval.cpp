@@ -14,7 +14,25 @@ Mat to_mat(const Tensor& t) {
   return m;
 }
 
-EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k) {
+Mat join_columns(const std::vector<const Mat*>& parts) {
+  if (parts.empty()) ad::fail("join_columns: no matrices");
+  int64_t cols = 0;
+  for (const Mat* p : parts) {
+    if (p->rows != parts[0]->rows) ad::fail("join_columns: row counts differ");
+    cols += p->cols;
+  }
+  Mat m(parts[0]->rows, cols);
+  int64_t off = 0;
+  for (const Mat* p : parts) {
+    for (int64_t i = 0; i < p->rows; ++i)
+      for (int64_t j = 0; j < p->cols; ++j) m(i, off + j) = (*p)(i, j);
+    off += p->cols;
+  }
+  return m;
+}
+
+EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k,
+                    const std::vector<DenseKGroup>& groups) {
   ad::NoGradGuard ng;
   EvalResult r;
   const ComponentModel& cm = spd.cm;
@@ -81,6 +99,22 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
       e.mm = mmcs_ml2r(to_mat(L.W), to_mat(L.V), to_mat(L.U));
     }
     r.layers.push_back(e);
+  }
+  for (const DenseKGroup& g : groups) {
+    if (nf == 0) ad::fail("dense_k_groups '" + g.name + "': needs a target with one-hot features");
+    std::vector<const Mat*> parts;
+    for (const std::string& name : g.layers) {
+      size_t l = 0;
+      while (l < r.layers.size() && r.layers[l].name != name) ++l;
+      if (l == r.layers.size()) ad::fail("dense_k_groups '" + g.name + "': no decomposed layer '" + name + "'");
+      parts.push_back(&r.layers[l].ci_onehot);
+    }
+    const Mat joined = join_columns(parts);
+    GroupEval ge;
+    ge.group = g;
+    ge.dense_k_error = dense_k_error(joined, g.k);
+    ge.onehot_active = alive_components(joined, thr);
+    r.groups.push_back(ge);
   }
   return r;
 }

@@ -23,13 +23,26 @@ struct LayerEval {
   std::vector<int64_t> order;   // permuted column order used for the pattern check
 };
 
+// A cross-layer dense-k group (SPDConfig::dense_k_groups) on one-hot inputs.
+struct GroupEval {
+  DenseKGroup group;
+  int64_t dense_k_error = 0;
+  int64_t onehot_active = 0;  // columns of the joined matrix with an entry > ci_threshold
+};
+
 struct EvalResult {
   std::vector<LayerEval> layers;
+  std::vector<GroupEval> groups;
   std::map<std::string, double> losses;  // every configured term on the eval batch
 };
 
-// dense_k: layer name -> k of the expected dense-k pattern (others use the identity order).
-EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {});
+// dense_k: layer name -> k of the expected dense-k pattern (others use the identity order);
+// groups: cross-layer dense-k patterns (needs one-hot inputs, i.e. a target with features).
+EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {},
+                    const std::vector<DenseKGroup>& groups = {});
+
+// The one-hot CI matrices of several layers side by side: [n, C_1 + C_2 + ...].
+Mat join_columns(const std::vector<const Mat*>& parts);
 
 // Row-major copy of a 2-d tensor, or of a [..., C] tensor flattened to [N, C].
 Mat to_mat(const ad::Tensor& t);

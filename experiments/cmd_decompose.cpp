@@ -2,7 +2,8 @@
 // when the config gives no checkpoint), then metrics.json, decomposition.safetensors, plots
 // and a result table. Long runs can be split: train.checkpoint_every / --stop-after write
 // DIR/checkpoint.safetensors, and --resume continues from it with the same bits as an
-// uninterrupted run.
+// uninterrupted run. --evaluate re-evaluates a saved decomposition.safetensors under the
+// config's (possibly newer) evaluation fields without training.
 // `pd audit <config.json>`: one training step of that config in float64, every parameter's
 // gradient checked against central finite differences (a sample of coordinates per tensor).
 #include <CLI/CLI.hpp>
@@ -33,11 +34,23 @@ json read_json(const std::string& path) {
   }
 }
 
-// The config without target.checkpoint (a resumed run may find its target by another path;
-// the weights' fingerprint is what must match).
-json without_target_path(json c) {
+// The part of a config that determines training: without target.checkpoint (a resumed run
+// may find its target by another path; the weights' fingerprint is what must match) and
+// without the evaluation-only fields, which may change between a run's start and its end.
+json training_part(json c) {
   if (c.contains("target") && c["target"].is_object()) c["target"].erase("checkpoint");
+  for (const char* k : {"comment", "ci_threshold", "eval_batch", "dense_k", "dense_k_groups"}) c.erase(k);
   return c;
+}
+
+// Error naming up to five JSON paths at which `made_with` and `cfg` differ in training.
+void require_same_training(const json& made_with, const json& cfg, const std::string& file, const std::string& what) {
+  const json diff = json::diff(training_part(made_with), training_part(cfg));
+  if (diff.empty()) return;
+  std::string paths;
+  for (size_t i = 0; i < diff.size() && i < 5; ++i) paths += (i ? ", " : "") + diff[i].value("path", std::string("?"));
+  ad::fail(file + ": the " + what + " was made with another config (" + std::to_string(diff.size()) +
+           " difference(s), at " + paths + "); use the same config, seed and steps");
 }
 
 std::string stem(const std::string& path) {
@@ -47,7 +60,7 @@ std::string stem(const std::string& path) {
 
 int cmd_decompose(int argc, char** argv) {
   CLI::App app{"SPD decomposition of a target model (METHODS section 3)"};
-  std::string config_path, out_dir, checkpoint, resume;
+  std::string config_path, out_dir, checkpoint, resume, evaluate;
   int64_t seed = -1, steps = -1, stop_after = -1;
   bool quiet = false;
   app.add_option("config", config_path, "decomposition config (experiments/configs/spd_*.json)")->required();
@@ -57,8 +70,15 @@ int cmd_decompose(int argc, char** argv) {
   app.add_option("--target-checkpoint", checkpoint, "use this trained target instead of the config's");
   app.add_option("--resume", resume, "continue the run saved in this checkpoint.safetensors (same config and target)");
   app.add_option("--stop-after", stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors");
+  app.add_option("--evaluate", evaluate,
+                 "no training: evaluate this decomposition.safetensors (same config up to its evaluation fields) "
+                 "into --out (default: DIR/reevaluated)");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
+  if (!evaluate.empty() && !resume.empty()) {
+    std::fprintf(stderr, "pd decompose: --evaluate and --resume exclude each other\n");
+    return 1;
+  }
   try {
     auto t_start = std::chrono::steady_clock::now();
     json cfg = read_json(config_path);
@@ -69,14 +89,26 @@ int cmd_decompose(int argc, char** argv) {
     if (!resume.empty()) {
       ck = pd_spd::read_spd_checkpoint(resume);
       if (!cfg["target"].contains("checkpoint")) cfg["target"]["checkpoint"] = ck.target_checkpoint;
-      const json diff = json::diff(without_target_path(ck.config), without_target_path(cfg));
-      if (!diff.empty()) {
-        std::string paths;
-        for (size_t i = 0; i < diff.size() && i < 5; ++i) paths += (i ? ", " : "") + diff[i].value("path", std::string("?"));
-        ad::fail(resume + ": the checkpoint was made with another config (" + std::to_string(diff.size()) +
-                 " difference(s), at " + paths + "); resume with the same config, seed and steps");
-      }
+      require_same_training(ck.config, cfg, resume, "checkpoint");
       if (out_dir.empty()) out_dir = std::filesystem::path(resume).parent_path().string();
+    }
+    json made_with;
+    std::string made_with_fingerprint;  // of the decomposition's target (files from before it was stored: empty)
+    if (!evaluate.empty()) {
+      ad::SafeTensors st = ad::load_safetensors(evaluate);
+      auto it = st.metadata.find("spd_config");
+      if (it == st.metadata.end()) ad::fail(evaluate + ": not a pd decomposition (no spd_config metadata)");
+      try {
+        made_with = json::parse(it->second);
+      } catch (const json::parse_error& e) {
+        ad::fail(evaluate + ": metadata spd_config is not valid JSON (" + e.what() + ")");
+      }
+      if (!cfg["target"].contains("checkpoint") && made_with.contains("target") && made_with["target"].contains("checkpoint"))
+        cfg["target"]["checkpoint"] = made_with["target"]["checkpoint"];
+      require_same_training(made_with, cfg, evaluate, "decomposition");
+      auto fp = st.metadata.find("target_fingerprint");
+      if (fp != st.metadata.end()) made_with_fingerprint = fp->second;
+      if (out_dir.empty()) out_dir = (std::filesystem::path(evaluate).parent_path() / "reevaluated").string();
     }
     decomp::SPDConfig sc = decomp::parse_spd_config(cfg, config_path);
     if (out_dir.empty()) out_dir = "runs/" + stem(config_path);
@@ -86,6 +118,22 @@ int cmd_decompose(int argc, char** argv) {
     ad::Rng rng(sc.seed);
     decomp::SPD spd(lt.target, sc, rng);
     decomp::TrainLog log;
+    if (!evaluate.empty()) {
+      if (!made_with_fingerprint.empty() && made_with_fingerprint != fingerprint)
+        ad::fail(evaluate + ": the decomposition was made against other target weights (fingerprint " +
+                 made_with_fingerprint + ", " + lt.checkpoint + " has " + fingerprint + ")");
+      pd_spd::load_decomposition(spd, evaluate);
+      ad::Rng eval_rng(sc.seed + 1000003);
+      decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, sc.dense_k, sc.dense_k_groups);
+      json extra = {{"config_file", config_path}, {"config", cfg},   {"target", lt.target.name},
+                    {"target_checkpoint", lt.checkpoint}, {"seed", sc.seed}, {"evaluated_from", evaluate}};
+      json m = pd_spd::metrics_json(spd, ev, log, extra);
+      for (const char* k : {"final_train_losses", "spd_train_seconds", "steps_per_s"}) m.erase(k);
+      ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
+      pd_spd::write_plots(spd, ev, log, out_dir);
+      std::cout << pd_spd::result_table(spd, ev, -1) << "outputs in " << out_dir << "/ (metrics.json, ci_<layer>.png)\n";
+      return 0;
+    }
     decomp::TrainHooks hooks;
     double wall_before = 0;  // wall time of the run's earlier parts
     if (!resume.empty()) {
@@ -122,7 +170,7 @@ int cmd_decompose(int argc, char** argv) {
       return 0;
     }
     ad::Rng eval_rng(sc.seed + 1000003);
-    decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, sc.dense_k);
+    decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, sc.dense_k, sc.dense_k_groups);
     const double wall = wall_now();
     json extra = {{"config_file", config_path},
                   {"config", cfg},
@@ -134,7 +182,9 @@ int cmd_decompose(int argc, char** argv) {
                   {"resumed_from_step", resume.empty() ? 0 : ck.step}};
     json m = pd_spd::metrics_json(spd, ev, log, extra);
     ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
-    pd_spd::save_decomposition(spd, out_dir + "/decomposition.safetensors", cfg);
+    json saved_cfg = cfg;
+    saved_cfg["target"]["checkpoint"] = lt.checkpoint;
+    pd_spd::save_decomposition(spd, out_dir + "/decomposition.safetensors", saved_cfg, fingerprint);
     pd_spd::write_plots(spd, ev, log, out_dir);
     std::filesystem::remove(ckpt_path);  // superseded by decomposition.safetensors
     std::cout << pd_spd::result_table(spd, ev, wall) << "outputs in " << out_dir

@@ -354,6 +354,53 @@ TEST_CASE("spd: metrics (Hungarian, identity and dense-k patterns, CI_L0, MMCS/M
   CHECK(r.ml2r == doctest::Approx(0.5));
 }
 
+TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices") {
+  // Two layers, each holding half of one dense block: per layer k = 2 fails (one column each
+  // is missing), joined k = 2 passes; a stray entry > 0.1 outside the block is one error.
+  decomp::Mat a(3, 2), b(3, 3);
+  a.a = {1, 0, 0.95, 0, 1, 0};
+  b.a = {0, 1, 0, 0, 0.92, 0, 0, 1, 0};
+  const decomp::Mat j = decomp::join_columns({&a, &b});
+  REQUIRE(j.rows == 3);
+  REQUIRE(j.cols == 5);
+  CHECK(j(1, 0) == 0.95);
+  CHECK(j(1, 3) == 0.92);
+  CHECK(decomp::dense_k_error(a, 2) == 1);
+  CHECK(decomp::dense_k_error(b, 2) == 1);
+  CHECK(decomp::dense_k_error(j, 2) == 0);
+  b(2, 2) = 0.3;
+  CHECK(decomp::dense_k_error(decomp::join_columns({&a, &b}), 2) == 1);
+  decomp::Mat short_rows(2, 2);
+  CHECK_THROWS_WITH(decomp::join_columns({&a, &short_rows}), doctest::Contains("row counts differ"));
+
+  // Wiring through evaluate(): the group's error is the dense-k error of the joined matrices
+  // of exactly the named layers, and config / layer-name errors name the group.
+  spd_test::TinyTMS tms(5, 3, true, ad::DType::f64);
+  decomp::Target tgt = tms.target();
+  nlohmann::json cj = nlohmann::json::parse(R"({
+    "C": 4, "losses": [{"name": "stochastic_recon", "coeff": 1}], "eval_batch": 64,
+    "dense_k_groups": [{"name": "hidden and out", "layers": ["hidden_layers.0", "linear2"], "k": 3}]
+  })");
+  decomp::SPDConfig cfg = decomp::parse_spd_config(cj, "groups.json");
+  REQUIRE(cfg.dense_k_groups.size() == 1);
+  ad::Rng rng(5);
+  decomp::SPD spd(tgt, cfg, rng);
+  ad::Rng eval_rng(9);
+  decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, cfg.dense_k, cfg.dense_k_groups);
+  REQUIRE(ev.groups.size() == 1);
+  const decomp::Mat joined = decomp::join_columns({&ev.layers[1].ci_onehot, &ev.layers[2].ci_onehot});
+  CHECK(joined.cols == 8);
+  CHECK(ev.groups[0].dense_k_error == decomp::dense_k_error(joined, 3));
+  CHECK(ev.groups[0].onehot_active == decomp::alive_components(joined, cfg.ci_threshold));
+  decomp::DenseKGroup bad{"typo group", {"linear1", "linear3"}, 2};
+  CHECK_THROWS_WITH(decomp::evaluate(spd, eval_rng, {}, {bad}), doctest::Contains("typo group': no decomposed layer 'linear3'"));
+  cj["dense_k_groups"][0].erase("k");
+  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0]: needs"));
+  cj["dense_k_groups"][0]["k"] = 2;
+  cj["dense_k_groups"][0]["layer"] = {"linear1"};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("unknown key 'layer'"));
+}
+
 TEST_CASE("spd: config errors name the file and field") {
   nlohmann::json j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"coef", 1}}}}};
   CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("cfg.json: losses[0]: unknown key 'coef'"));

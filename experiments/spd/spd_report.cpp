@@ -37,6 +37,15 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
     layers[e.name] = l;
   }
   j["layers"] = layers;
+  if (!ev.groups.empty()) {
+    json groups = json::object();
+    for (const decomp::GroupEval& g : ev.groups)
+      groups[g.group.name] = {{"layers", g.group.layers},
+                              {"dense_k", g.group.k},
+                              {"dense_k_error", g.dense_k_error},
+                              {"onehot_active_components", g.onehot_active}};
+    j["dense_k_groups"] = groups;
+  }
   if (mmcs >= 0) j["mmcs"] = mmcs, j["ml2r"] = ml2r;
   j["eval_losses"] = ev.losses;
   json last = json::object();
@@ -49,12 +58,13 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
   return j;
 }
 
-void save_decomposition(const decomp::SPD& spd, const std::string& path, const json& config) {
+void save_decomposition(const decomp::SPD& spd, const std::string& path, const json& config,
+                        const std::string& target_fingerprint) {
   std::map<std::string, ad::Tensor> t;
   std::vector<ad::Tensor> p = spd.all_params();
   std::vector<std::string> n = spd.all_param_names();
   for (size_t i = 0; i < p.size(); ++i) t[n[i]] = p[i];
-  ad::save_safetensors(path, t, {{"spd_config", config.dump()}, {"format", "pd-spd-v1"}});
+  ad::save_safetensors(path, t, {{"spd_config", config.dump()}, {"target_fingerprint", target_fingerprint}, {"format", "pd-spd-v1"}});
 }
 
 void load_decomposition(decomp::SPD& spd, const std::string& path) {
@@ -92,8 +102,8 @@ static void run_gnuplot(const std::string& script_path, const std::string& body)
 
 void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
                  const std::string& dir) {
-  // ---- loss curves
-  {
+  // ---- loss curves (none for a re-evaluation, which has no training log)
+  if (!log.steps.empty()) {
     std::vector<std::string> cols;
     for (auto& kv : log.values)
       if (kv.first != "lr" && kv.first.rfind("grad_norm", 0) != 0) cols.push_back(kv.first);
@@ -214,9 +224,13 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
     else o << std::setw(9) << "-" << std::setw(9) << "-";
     o << "\n";
   }
+  for (const decomp::GroupEval& g : ev.groups)
+    o << "cross-layer dense-k '" << g.group.name << "' (" << g.group.layers.size() << " layers): error "
+      << g.dense_k_error << " (k=" << g.group.k << "), " << g.onehot_active << " components active on one-hot inputs\n";
   o << "final losses (eval batch):";
   for (auto& kv : ev.losses) o << "  " << kv.first << "=" << std::scientific << std::setprecision(3) << kv.second;
-  o << "\nwall time " << std::fixed << std::setprecision(1) << wall_s << " s\n";
+  o << "\n";
+  if (wall_s >= 0) o << "wall time " << std::fixed << std::setprecision(1) << wall_s << " s\n";
   return o.str();
 }
 

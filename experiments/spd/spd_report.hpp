@@ -14,7 +14,9 @@ nlohmann::json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev
                             const nlohmann::json& extra);
 // V, U of every untied layer and every CI-function parameter, named as all_param_names();
 // metadata: the config.
-void save_decomposition(const decomp::SPD& spd, const std::string& path, const nlohmann::json& config);
+// metadata: spd_config (the config, target.checkpoint filled in), target_fingerprint, format
+void save_decomposition(const decomp::SPD& spd, const std::string& path, const nlohmann::json& config,
+                        const std::string& target_fingerprint);
 // Loads parameters saved by save_decomposition into spd (names and shapes must match).
 void load_decomposition(decomp::SPD& spd, const std::string& path);
 
