@@ -107,6 +107,22 @@ int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order) {
   return err;
 }
 
+int64_t large_norm_components(const Mat& V, const Mat& U, double rel) {
+  if (V.cols != U.rows) ad::fail("large_norm_components: V [d_in, C] and U [C, d_out] disagree on C");
+  std::vector<double> norm((size_t)V.cols, 0.0);
+  double largest = 0;
+  for (int64_t c = 0; c < V.cols; ++c) {
+    double v2 = 0, u2 = 0;
+    for (int64_t i = 0; i < V.rows; ++i) v2 += V(i, c) * V(i, c);
+    for (int64_t j = 0; j < U.cols; ++j) u2 += U(c, j) * U(c, j);
+    norm[(size_t)c] = std::sqrt(v2 * u2);
+    largest = std::max(largest, norm[(size_t)c]);
+  }
+  int64_t n = 0;
+  for (double x : norm) n += largest > 0 && x > rel * largest;
+  return n;
+}
+
 int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order) {
   std::vector<int64_t> all((size_t)ci.cols);
   std::iota(all.begin(), all.end(), 0);

@@ -25,6 +25,11 @@ double ci_l0(const Mat& ci, double threshold);
 // Components (columns) whose CI exceeds the threshold on any example.
 int64_t alive_components(const Mat& ci, double threshold);
 
+// Subcomponents whose weight norm ||u_c v_c^T||_F = ||V[:, c]|| ||U[c, :]|| exceeds
+// rel * max_c' of the same (the paper counts "subcomponents with non-negligible norm", e.g.
+// n_hidden of them in the TMS identity layer). V: [d_in, C], U: [C, d_out].
+int64_t large_norm_components(const Mat& V, const Mat& U, double rel = 0.1);
+
 // Identity pattern: ci [n, C] from one-hot inputs (row i = feature i). Columns permuted by
 // Hungarian matching to maximise the diagonal; errors = diagonal entries < 0.9 plus
 // off-diagonal entries > 0.1 (every other entry of the matrix). `order` (optional) receives

@@ -85,6 +85,8 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     e.ci_l0 = l0_sum[l] / (double)rows[l];
     e.alive = 0;
     for (bool a : any_active[l]) e.alive += a;
+    const LayerComponents& own = L.tied_src >= 0 ? cm.layers[(size_t)L.tied_src] : L;  // tied: same norms
+    e.large_norm = large_norm_components(to_mat(own.V), to_mat(own.U));
     if (nf > 0) {
       e.ci_onehot = to_mat(one.g_lower[l]);
       auto it = dense_k.find(L.name);

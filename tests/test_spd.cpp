@@ -338,6 +338,15 @@ TEST_CASE("spd: metrics (Hungarian, identity and dense-k patterns, CI_L0, MMCS/M
   CHECK(decomp::ci_l0(d, 0.1) == doctest::Approx(2.0));
   CHECK(decomp::alive_components(d, 0.1) == 2);
   CHECK(decomp::alive_components(d, 0.01) == 3);
+  // large-norm subcomponents: norms ||V[:, c]|| ||U[c, :]|| = 2*3, 1*1, 0.1*1, 0 -> with
+  // rel 0.1 (threshold 0.6) two count, with rel 0.01 (0.06) three
+  decomp::Mat Vn(2, 4), Un(4, 3);
+  Vn(0, 0) = 2, Vn(1, 1) = 1, Vn(0, 2) = 0.1;
+  Un(0, 1) = 3, Un(1, 2) = 1, Un(2, 0) = 1;
+  CHECK(decomp::large_norm_components(Vn, Un) == 2);
+  CHECK(decomp::large_norm_components(Vn, Un, 0.01) == 3);
+  CHECK(decomp::large_norm_components(decomp::Mat(2, 4), Un) == 0);
+  CHECK_THROWS_WITH(decomp::large_norm_components(Vn, decomp::Mat(3, 3)), doctest::Contains("disagree on C"));
   // MMCS/ML2R: exact per-column rank-1 decomposition of W [2, 3] -> 1, 1; halved -> ML2R 0.5
   decomp::Mat W(2, 3), V(3, 3), U(3, 2);
   W.a = {1, 0, 2, 0, 3, 1};

@@ -26,7 +26,10 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
   json layers = json::object();
   double mmcs = -1, ml2r = -1;
   for (const decomp::LayerEval& e : ev.layers) {
-    json l = {{"ci_l0", e.ci_l0}, {"alive_components", e.alive}, {"C", spd.cm.layers[spd.cm.index_of(e.name)].C}};
+    json l = {{"ci_l0", e.ci_l0},
+              {"alive_components", e.alive},
+              {"large_norm_components", e.large_norm},
+              {"C", spd.cm.layers[spd.cm.index_of(e.name)].C}};
     if (e.identity_error >= 0) l["identity_ci_error"] = e.identity_error;
     if (e.dense_k >= 0) l["dense_k"] = e.dense_k, l["dense_k_error"] = e.dense_k_error;
     if (e.has_mmcs) {
@@ -209,11 +212,13 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
   o << "SPD decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps
     << " steps, batch " << spd.cfg.train.batch_size << ")\n";
   o << std::left << std::setw(20) << "layer" << std::right << std::setw(6) << "C" << std::setw(7) << "alive"
-    << std::setw(9) << "CI_L0" << std::setw(9) << "id-err" << std::setw(12) << "dense-k err" << std::setw(9)
+    << std::setw(8) << "norm>.1" << std::setw(9) << "CI_L0" << std::setw(9) << "id-err" << std::setw(12)
+    << "dense-k err" << std::setw(9)
     << "MMCS" << std::setw(9) << "ML2R" << "\n";
   for (const decomp::LayerEval& e : ev.layers) {
     o << std::left << std::setw(20) << e.name << std::right << std::setw(6)
-      << spd.cm.layers[spd.cm.index_of(e.name)].C << std::setw(7) << e.alive << std::setw(9) << std::fixed
+      << spd.cm.layers[spd.cm.index_of(e.name)].C << std::setw(7) << e.alive << std::setw(8) << e.large_norm
+      << std::setw(9) << std::fixed
       << std::setprecision(3) << e.ci_l0 << std::setw(9);
     if (e.identity_error >= 0) o << e.identity_error;
     else o << "-";
