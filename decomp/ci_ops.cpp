@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 #ifdef __AVX2__
@@ -188,7 +189,12 @@ static void zero_row_block(int64_t C, int64_t H, const T* w1, const T* pb1, cons
 // this many bytes together; above it backward recomputes them one example at a time (the
 // GELU evaluation costs about as much as the rest of forward and backward together, so
 // keeping is faster, but 2 N C H floats can be gigabytes for wide layers).
-static size_t g_keep_hidden_bytes = size_t(512) << 20;
+// PD_CI_KEEP_MB overrides the default (e.g. for measuring the trade-off).
+static size_t initial_keep_hidden_bytes() {
+  const char* e = std::getenv("PD_CI_KEEP_MB");
+  return (e && *e ? (size_t)std::strtoull(e, nullptr, 10) : size_t(512)) << 20;
+}
+static size_t g_keep_hidden_bytes = initial_keep_hidden_bytes();
 size_t ci_keep_hidden_bytes() { return g_keep_hidden_bytes; }
 void set_ci_keep_hidden_bytes(size_t b) { g_keep_hidden_bytes = b; }
 
