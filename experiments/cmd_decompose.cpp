@@ -17,6 +17,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "decomp/spd_eval.hpp"
 #include "experiments/cli.hpp"
+#include "models/config.hpp"
 #include "experiments/spd/spd_audit.hpp"
 #include "experiments/spd/spd_checkpoint.hpp"
 #include "experiments/spd/spd_report.hpp"
@@ -25,14 +26,6 @@
 namespace {
 
 using nlohmann::json;
-
-json read_json(const std::string& path) {
-  try {
-    return json::parse(ad::read_file(path));
-  } catch (const json::parse_error& e) {
-    ad::fail(path + ": invalid JSON (" + e.what() + ")");
-  }
-}
 
 // The part of a config that determines training: without target.checkpoint (a resumed run
 // may find its target by another path; the weights' fingerprint is what must match) and
@@ -81,7 +74,7 @@ int cmd_decompose(int argc, char** argv) {
   }
   try {
     auto t_start = std::chrono::steady_clock::now();
-    json cfg = read_json(config_path);
+    json cfg = models::read_json_file(config_path);
     if (seed >= 0) cfg["seed"] = seed;
     if (steps >= 0) cfg["train"]["steps"] = steps;
     if (!checkpoint.empty()) cfg["target"]["checkpoint"] = checkpoint;
