@@ -29,10 +29,13 @@ using nlohmann::json;
 
 // The part of a config that determines training: without target.checkpoint (a resumed run
 // may find its target by another path; the weights' fingerprint is what must match) and
-// without the evaluation-only fields, which may change between a run's start and its end.
+// without the evaluation-only fields, which may change between a run's start and its end,
+// and without train.checkpoint_every.
 json training_part(json c) {
   if (c.contains("target") && c["target"].is_object()) c["target"].erase("checkpoint");
   for (const char* k : {"comment", "ci_threshold", "eval_batch", "dense_k", "dense_k_groups"}) c.erase(k);
+  // How often checkpoints are written does not change the run (saving only reads the state).
+  if (c.contains("train") && c["train"].is_object()) c["train"].erase("checkpoint_every");
   return c;
 }
 

@@ -57,6 +57,12 @@ TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; t
   CHECK(g["dense_k_groups"]["both"]["layers"].size() == 2);
   CHECK(g["layers"] == ran["layers"]);
 
+  // So is another checkpoint frequency (it does not change the run).
+  spd["train"]["checkpoint_every"] = 7;
+  ad::write_file_atomic(dir + "/spd_ckpt.json", spd.dump());
+  CHECK(run_pd({"decompose", dir + "/spd_ckpt.json", "--evaluate", dir + "/run/decomposition.safetensors", "--out",
+                dir + "/ckpt", "--quiet"}) == 0);
+
   // A changed training field is refused (exit 1, nothing written).
   spd["train"]["lr"] = 2e-3;
   ad::write_file_atomic(dir + "/spd_lr.json", spd.dump());
