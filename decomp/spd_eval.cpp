@@ -111,11 +111,11 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
       if (l == r.layers.size()) ad::fail("dense_k_groups '" + g.name + "': no decomposed layer '" + name + "'");
       parts.push_back(&r.layers[l].ci_onehot);
     }
-    const Mat joined = join_columns(parts);
     GroupEval ge;
     ge.group = g;
-    ge.dense_k_error = dense_k_error(joined, g.k);
-    ge.onehot_active = alive_components(joined, thr);
+    ge.ci_onehot = join_columns(parts);
+    ge.dense_k_error = dense_k_error(ge.ci_onehot, g.k, &ge.order);
+    ge.onehot_active = alive_components(ge.ci_onehot, thr);
     r.groups.push_back(ge);
   }
   return r;

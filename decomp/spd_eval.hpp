@@ -29,6 +29,8 @@ struct GroupEval {
   DenseKGroup group;
   int64_t dense_k_error = 0;
   int64_t onehot_active = 0;  // columns of the joined matrix with an entry > ci_threshold
+  Mat ci_onehot;              // the joined matrix [n_features, sum C] (for the heatmap)
+  std::vector<int64_t> order;  // its columns by mass (the dense-k order)
 };
 
 struct EvalResult {

@@ -56,6 +56,7 @@ TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; t
   CHECK(g["dense_k_groups"]["both"]["dense_k"] == 2);
   CHECK(g["dense_k_groups"]["both"]["layers"].size() == 2);
   CHECK(g["layers"] == ran["layers"]);
+  CHECK(access((dir + "/groups/ci_group_both.gp").c_str(), F_OK) == 0);  // its heatmap script
 
   // So is another checkpoint frequency (it does not change the run).
   spd["train"]["checkpoint_every"] = 7;

@@ -103,6 +103,35 @@ static void run_gnuplot(const std::string& script_path, const std::string& body)
   if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "warning: gnuplot failed on %s\n", script_path.c_str());
 }
 
+// Heatmap of a CI matrix on one-hot inputs ([n_features, C], rows = features) with columns in
+// `order`, truncated after the last column with any CI > 0.01 (at least n_features columns,
+// so a missing feature stays visible). Writes base.dat, base.gp and base.png.
+static void plot_ci_matrix(const std::string& base, const std::string& name, const std::string& order_kind,
+                           const decomp::Mat& ci, const std::vector<int64_t>& order) {
+  int64_t K = std::min<int64_t>(ci.cols, ci.rows);
+  for (int64_t r = 0; r < (int64_t)order.size(); ++r) {
+    double mx = 0;
+    for (int64_t i = 0; i < ci.rows; ++i) mx = std::max(mx, ci(i, order[r]));
+    if (mx > 0.01) K = std::max(K, r + 1);
+  }
+  std::ostringstream dat;
+  for (int64_t i = 0; i < ci.rows; ++i) {
+    for (int64_t r = 0; r < K; ++r) dat << (r ? " " : "") << ci(i, order.empty() ? r : order[r]);
+    dat << "\n";
+  }
+  ad::write_file_atomic(base + ".dat", dat.str());
+  std::ostringstream gp;
+  const int w = (int)std::max<int64_t>(760, std::min<int64_t>(1600, 300 + 18 * K)),
+            h = (int)std::min<int64_t>(1200, 200 + 18 * ci.rows);
+  gp << "set terminal pngcairo size " << w << "," << h << "\nset output '" << base << ".png'\n"
+     << "set title 'CI on one-hot inputs (x0.75), " << name << " (columns permuted, " << order_kind
+     << ")' noenhanced\n"
+     << "set xlabel 'subcomponent (permuted)'\nset ylabel 'input feature'\nset cbrange [0:1]\n"
+     << "set palette defined (0 'white', 1 'dark-blue')\nset yrange [" << ci.rows - 0.5 << ":-0.5]\n"
+     << "set xrange [-0.5:" << K - 0.5 << "]\nplot '" << base << ".dat' matrix with image notitle\n";
+  run_gnuplot(base + ".gp", gp.str());
+}
+
 void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
                  const std::string& dir) {
   // ---- loss curves (none for a re-evaluation, which has no training log)
@@ -133,35 +162,14 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     gp << "\n";
     run_gnuplot(dir + "/loss_curves.gp", gp.str());
   }
-  // ---- permuted CI matrices on one-hot inputs
-  for (const decomp::LayerEval& e : ev.layers) {
-    if (e.ci_onehot.rows == 0) continue;
-    const decomp::Mat& ci = e.ci_onehot;
-    // columns: the pattern order, truncated after the last column with any CI > 0.01
-    // (at least n_features columns, so a missing feature stays visible)
-    int64_t K = std::min<int64_t>(ci.cols, ci.rows);
-    for (int64_t r = 0; r < (int64_t)e.order.size(); ++r) {
-      double mx = 0;
-      for (int64_t i = 0; i < ci.rows; ++i) mx = std::max(mx, ci(i, e.order[r]));
-      if (mx > 0.01) K = std::max(K, r + 1);
-    }
-    std::ostringstream dat;
-    for (int64_t i = 0; i < ci.rows; ++i) {
-      for (int64_t r = 0; r < K; ++r) dat << (r ? " " : "") << ci(i, e.order.empty() ? r : e.order[r]);
-      dat << "\n";
-    }
-    const std::string base = dir + "/ci_" + file_safe(e.name);
-    ad::write_file_atomic(base + ".dat", dat.str());
-    std::ostringstream gp;
-    const int w = (int)std::max<int64_t>(760, std::min<int64_t>(1600, 300 + 18 * K)), h = (int)std::min<int64_t>(1200, 200 + 18 * ci.rows);
-    gp << "set terminal pngcairo size " << w << "," << h << "\nset output '" << base << ".png'\n"
-       << "set title 'CI on one-hot inputs (x0.75), " << e.name << " (columns permuted"
-       << (e.dense_k >= 0 ? ", dense-k order" : ", Hungarian order") << ")' noenhanced\n"
-       << "set xlabel 'subcomponent (permuted)'\nset ylabel 'input feature'\nset cbrange [0:1]\n"
-       << "set palette defined (0 'white', 1 'dark-blue')\nset yrange [" << ci.rows - 0.5 << ":-0.5]\n"
-       << "set xrange [-0.5:" << K - 0.5 << "]\nplot '" << base << ".dat' matrix with image notitle\n";
-    run_gnuplot(base + ".gp", gp.str());
-  }
+  // ---- permuted CI matrices on one-hot inputs: per layer, and per cross-layer group
+  for (const decomp::LayerEval& e : ev.layers)
+    if (e.ci_onehot.rows > 0)
+      plot_ci_matrix(dir + "/ci_" + file_safe(e.name), e.name, e.dense_k >= 0 ? "dense-k order" : "Hungarian order",
+                     e.ci_onehot, e.order);
+  for (const decomp::GroupEval& g : ev.groups)
+    plot_ci_matrix(dir + "/ci_group_" + file_safe(g.group.name), g.group.name + " (layers side by side)",
+                   "dense-k order", g.ci_onehot, g.order);
   // ---- TMS: subcomponent columns against the target's columns
   for (const decomp::LayerEval& e : ev.layers) {
     if (!e.has_mmcs) continue;
