@@ -106,10 +106,9 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     if (nf == 0) ad::fail("dense_k_groups '" + g.name + "': needs a target with one-hot features");
     std::vector<const Mat*> parts;
     for (const std::string& name : g.layers) {
-      size_t l = 0;
-      while (l < r.layers.size() && r.layers[l].name != name) ++l;
-      if (l == r.layers.size()) ad::fail("dense_k_groups '" + g.name + "': no decomposed layer '" + name + "'");
-      parts.push_back(&r.layers[l].ci_onehot);
+      const int l = cm.index_of(name);  // r.layers is in the same order as cm.layers
+      if (l < 0) ad::fail("dense_k_groups '" + g.name + "': no decomposed layer '" + name + "'");
+      parts.push_back(&r.layers[(size_t)l].ci_onehot);
     }
     GroupEval ge;
     ge.group = g;
