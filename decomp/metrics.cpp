@@ -107,17 +107,22 @@ int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order) {
   return err;
 }
 
-int64_t large_norm_components(const Mat& V, const Mat& U, double rel) {
-  if (V.cols != U.rows) ad::fail("large_norm_components: V [d_in, C] and U [C, d_out] disagree on C");
+// ||u_c v_c^T||_F = ||V[:, c]|| ||U[c, :]|| for every c
+static std::vector<double> subcomponent_norms(const Mat& V, const Mat& U) {
   std::vector<double> norm((size_t)V.cols, 0.0);
-  double largest = 0;
   for (int64_t c = 0; c < V.cols; ++c) {
     double v2 = 0, u2 = 0;
     for (int64_t i = 0; i < V.rows; ++i) v2 += V(i, c) * V(i, c);
     for (int64_t j = 0; j < U.cols; ++j) u2 += U(c, j) * U(c, j);
     norm[(size_t)c] = std::sqrt(v2 * u2);
-    largest = std::max(largest, norm[(size_t)c]);
   }
+  return norm;
+}
+
+int64_t large_norm_components(const Mat& V, const Mat& U, double rel) {
+  if (V.cols != U.rows) ad::fail("large_norm_components: V [d_in, C] and U [C, d_out] disagree on C");
+  const std::vector<double> norm = subcomponent_norms(V, U);
+  const double largest = norm.empty() ? 0.0 : *std::max_element(norm.begin(), norm.end());
   int64_t n = 0;
   for (double x : norm) n += largest > 0 && x > rel * largest;
   return n;
@@ -143,10 +148,12 @@ int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order) {
   return err;
 }
 
-MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U) {
+MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm) {
   const int64_t d_out = W.rows, d_in = W.cols, C = V.cols;
   if (V.rows != d_in || U.rows != C || U.cols != d_out)
     ad::fail("mmcs_ml2r: shapes do not match (W [d_out, d_in], V [d_in, C], U [C, d_out])");
+  const std::vector<double> norm = subcomponent_norms(V, U);
+  const double largest = norm.empty() ? 0.0 : *std::max_element(norm.begin(), norm.end());
   MMCSResult r;
   for (int64_t j = 0; j < d_in; ++j) {
     double wn = 0;
@@ -155,6 +162,7 @@ MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U) {
     double best = -2, best_norm = 0;
     int64_t best_c = -1;
     for (int64_t c = 0; c < C; ++c) {
+      if (min_rel_norm > 0 && !(norm[(size_t)c] > min_rel_norm * largest)) continue;
       // P_c[:, j] = u_c * v_c[j]
       double dot = 0, pn = 0;
       for (int64_t o = 0; o < d_out; ++o) {
@@ -166,7 +174,7 @@ MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U) {
       const double cs = (pn > 0 && wn > 0) ? dot / (pn * wn) : 0;
       if (cs > best) best = cs, best_c = c, best_norm = pn;
     }
-    r.cos_per_col.push_back(best);
+    r.cos_per_col.push_back(best_c >= 0 ? best : 0.0);  // no candidate (all-zero components)
     r.ratio_per_col.push_back(wn > 0 ? best_norm / wn : 0);
     r.best_c.push_back(best_c);
   }

@@ -41,11 +41,15 @@ int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order = nu
 
 // TMS MMCS / ML2R. W: [d_out, d_in] target; V: [d_in, C], U: [C, d_out]; P_c = u_c v_c^T.
 // For target column j: MMCS_j = max_c cos(P_c[:, j], W[:, j]), ML2R_j = ||P_best[:, j]|| / ||W[:, j]||.
+// min_rel_norm > 0 restricts the max to subcomponents with ||u_c v_c^T|| > min_rel_norm * max_c'
+// (the large_norm_components set): the METHODS definition (min_rel_norm 0) lets a near-zero
+// subcomponent whose direction happens to align best win column j, so ML2R_j ~ 0 although a
+// full-norm subcomponent carries the column.
 struct MMCSResult {
   double mmcs = 0, ml2r = 0;
   std::vector<double> cos_per_col, ratio_per_col;
   std::vector<int64_t> best_c;
 };
-MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U);
+MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm = 0);
 
 }  // namespace decomp

@@ -20,6 +20,7 @@ struct LayerEval {
   int64_t dense_k = -1, dense_k_error = -1;  // when the config names k for this layer
   bool has_mmcs = false;
   MMCSResult mm;                // TMS only: layers whose d_in is the number of features
+  MMCSResult mm_large_norm;     // the same over the large-norm subcomponents only (rel 0.1)
   Mat ci_onehot;                // [n_features, C] CI on one-hot inputs (for heatmaps)
   std::vector<int64_t> order;   // permuted column order used for the pattern check
 };

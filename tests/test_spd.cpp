@@ -361,6 +361,32 @@ TEST_CASE("spd: metrics (Hungarian, identity and dense-k patterns, CI_L0, MMCS/M
   r = decomp::mmcs_ml2r(W, V, U);
   CHECK(r.mmcs == doctest::Approx(1));
   CHECK(r.ml2r == doctest::Approx(0.5));
+  // A near-zero-norm 4th subcomponent exactly along W[:, 0] while subcomponent 0 is slightly
+  // off: the METHODS max picks the tiny one (ratio 1e-3 on column 0); restricted to the
+  // large-norm subcomponents (rel 0.1) subcomponent 0 carries column 0 again.
+  decomp::Mat V4(3, 4), U4(4, 2);
+  for (int j = 0; j < 3; ++j) {
+    V4(j, j) = 1;
+    U4(j, 0) = W(0, j), U4(j, 1) = W(1, j);
+  }
+  U4(0, 1) = 0.05;  // W[:, 0] = (1, 0): cos 0.9988, norm ratio 1.00125
+  V4(0, 3) = 1e-3, U4(3, 0) = 1;
+  r = decomp::mmcs_ml2r(W, V4, U4);
+  CHECK(r.best_c[0] == 3);
+  CHECK(r.cos_per_col[0] == doctest::Approx(1));
+  CHECK(r.ratio_per_col[0] == doctest::Approx(1e-3));
+  CHECK(r.ml2r == doctest::Approx((1e-3 + 2) / 3));
+  r = decomp::mmcs_ml2r(W, V4, U4, 0.1);
+  CHECK(r.best_c[0] == 0);
+  CHECK(r.cos_per_col[0] == doctest::Approx(1 / std::sqrt(1 + 0.05 * 0.05)));
+  CHECK(r.ratio_per_col[0] == doctest::Approx(std::sqrt(1 + 0.05 * 0.05)));
+  CHECK(r.best_c[1] == 1);
+  CHECK(r.best_c[2] == 2);
+  CHECK(r.mmcs == doctest::Approx((1 / std::sqrt(1 + 0.05 * 0.05) + 2) / 3));
+  // all-zero components: no candidate, cosine and ratio 0 rather than a sentinel
+  r = decomp::mmcs_ml2r(W, decomp::Mat(3, 4), U4, 0.1);
+  CHECK(r.mmcs == 0);
+  CHECK(r.ml2r == 0);
 }
 
 TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices") {

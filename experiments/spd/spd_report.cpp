@@ -24,7 +24,7 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
                   const json& extra) {
   json j = extra;
   json layers = json::object();
-  double mmcs = -1, ml2r = -1;
+  double mmcs = -1, ml2r = -1, mmcs_ln = -1, ml2r_ln = -1;
   for (const decomp::LayerEval& e : ev.layers) {
     json l = {{"ci_l0", e.ci_l0},
               {"alive_components", e.alive},
@@ -35,7 +35,9 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
     if (e.has_mmcs) {
       l["mmcs"] = e.mm.mmcs, l["ml2r"] = e.mm.ml2r;
       l["cos_per_feature"] = e.mm.cos_per_col, l["norm_ratio_per_feature"] = e.mm.ratio_per_col;
-      if (mmcs < 0) mmcs = e.mm.mmcs, ml2r = e.mm.ml2r;
+      l["mmcs_large_norm"] = e.mm_large_norm.mmcs, l["ml2r_large_norm"] = e.mm_large_norm.ml2r;
+      if (mmcs < 0)
+        mmcs = e.mm.mmcs, ml2r = e.mm.ml2r, mmcs_ln = e.mm_large_norm.mmcs, ml2r_ln = e.mm_large_norm.ml2r;
     }
     layers[e.name] = l;
   }
@@ -49,7 +51,7 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
                               {"onehot_active_components", g.onehot_active}};
     j["dense_k_groups"] = groups;
   }
-  if (mmcs >= 0) j["mmcs"] = mmcs, j["ml2r"] = ml2r;
+  if (mmcs >= 0) j["mmcs"] = mmcs, j["ml2r"] = ml2r, j["mmcs_large_norm"] = mmcs_ln, j["ml2r_large_norm"] = ml2r_ln;
   j["eval_losses"] = ev.losses;
   json last = json::object();
   for (auto& kv : log.values)
@@ -237,6 +239,10 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
     else o << std::setw(9) << "-" << std::setw(9) << "-";
     o << "\n";
   }
+  for (const decomp::LayerEval& e : ev.layers)
+    if (e.has_mmcs && (std::abs(e.mm.mmcs - e.mm_large_norm.mmcs) > 5e-5 || std::abs(e.mm.ml2r - e.mm_large_norm.ml2r) > 5e-5))
+      o << e.name << ": over the norm>.1 subcomponents only, MMCS " << std::setprecision(4) << e.mm_large_norm.mmcs
+        << ", ML2R " << e.mm_large_norm.ml2r << " (a near-zero-norm subcomponent wins some column's cosine)\n";
   for (const decomp::GroupEval& g : ev.groups)
     o << "cross-layer dense-k '" << g.group.name << "' (" << g.group.layers.size() << " layers): error "
       << g.dense_k_error << " (k=" << g.group.k << "), " << g.onehot_active << " components active on one-hot inputs\n";
