@@ -97,3 +97,27 @@ TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get
   CHECK_THROWS_WITH(pd_spd::restore_params(ck, spd), doctest::Contains("tensor 'param/"));
   std::filesystem::remove(path);
 }
+
+TEST_CASE("spd: faithfulness warmup fits sum_c U V to W before training and leaves the CI functions alone") {
+  // Steps 0: train_spd runs only the warmup (AdamW on U, V towards W, METHODS 3.4).
+  spd_test::TinyTMS tms(5, 2, true, ad::DType::f32);
+  decomp::Target tgt = tms.target();
+  nlohmann::json j = tiny_config();
+  j["train"]["steps"] = 0;
+  j["train"]["faith_warmup_steps"] = 0;
+  const decomp::SPDConfig no_warm = decomp::parse_spd_config(j, "test config");
+  j["train"]["faith_warmup_steps"] = 200;
+  j["train"]["faith_warmup_lr"] = 0.01;
+  j["train"]["faith_warmup_wd"] = 0.0;
+  const decomp::SPDConfig warm = decomp::parse_spd_config(j, "test config");
+  ad::Rng rng_a(no_warm.seed), rng_b(warm.seed);
+  decomp::SPD a(tgt, no_warm, rng_a), b(tgt, warm, rng_b);
+  const std::vector<double> ci_before = b.cm.ci_params()[0].to_vector();
+  CHECK(decomp::train_spd(a, rng_a, nullptr) == 0);
+  CHECK(decomp::train_spd(b, rng_b, nullptr) == 0);
+  const double f_init = a.faithfulness().item(), f_warm = b.faithfulness().item();
+  MESSAGE("faithfulness: initial " << f_init << ", after 200 warmup steps " << f_warm);
+  CHECK(f_init > 0.01);
+  CHECK(f_warm < 1e-3 * f_init);
+  CHECK(b.cm.ci_params()[0].to_vector() == ci_before);
+}
