@@ -163,6 +163,11 @@ struct NoGradGuard {  // ops inside this scope record nothing
   ~NoGradGuard();
   bool prev;
 };
+struct EnableGradGuard {  // ops inside this scope record, even within a NoGradGuard (inner PGD)
+  EnableGradGuard();
+  ~EnableGradGuard();
+  bool prev;
+};
 
 // ---- pool statistics (benchmarks check that a warmed-up step allocates nothing) ---------
 struct PoolStats {

@@ -202,13 +202,15 @@ int ComponentModel::index_of(const std::string& name) const {
 
 Tensor ComponentModel::h_of(int l, const Tensor& x) const {
   const LayerComponents& L = layers[l];
-  if (L.tied_src >= 0) return ad::matmul(x, layers[L.tied_src].U, false, true);  // x U_src^T
-  return ad::matmul(x, L.V);
+  auto leaf = [&](const Tensor& t) { return constant_components ? ad::detach(t) : t; };
+  if (L.tied_src >= 0) return ad::matmul(x, leaf(layers[L.tied_src].U), false, true);  // x U_src^T
+  return ad::matmul(x, leaf(L.V));
 }
 ComponentModel::StoredU ComponentModel::U_of(int l) const {
   const LayerComponents& L = layers[l];
-  if (L.tied_src >= 0) return {layers[L.tied_src].V, true};  // U = V_src^T
-  return {L.U, false};
+  auto leaf = [&](const Tensor& t) { return constant_components ? ad::detach(t) : t; };
+  if (L.tied_src >= 0) return {leaf(layers[L.tied_src].V), true};  // U = V_src^T
+  return {leaf(L.U), false};
 }
 Tensor ComponentModel::out_of(int l, const Tensor& hm) const {
   const StoredU u = U_of(l);

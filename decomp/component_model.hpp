@@ -106,6 +106,10 @@ class ComponentModel {
   ComponentModelOptions opt;
 
   int index_of(const std::string& name) const;  // -1 if not decomposed
+  // While true, h_of / out_of / U_of use V and U detached: passes that only need gradients
+  // with respect to masks (the inner steps of sign PGD) skip the dV, dU products.
+  // Set through ConstantComponentsScope.
+  mutable bool constant_components = false;
   // The layer's effective V [d_in, C] / U [C, d_out] as computation (transposed for tied).
   ad::Tensor h_of(int l, const ad::Tensor& x) const;     // x V  [..., C]
   ad::Tensor out_of(int l, const ad::Tensor& hm) const;  // hm U [..., d_out]
@@ -138,6 +142,15 @@ class ComponentModel {
   std::vector<std::string> component_param_names() const;
   std::vector<ad::Tensor> ci_params() const;
   std::vector<std::string> ci_param_names() const;
+};
+
+struct ConstantComponentsScope {
+  explicit ConstantComponentsScope(const ComponentModel& cm) : cm(cm), prev(cm.constant_components) {
+    cm.constant_components = true;
+  }
+  ~ConstantComponentsScope() { cm.constant_components = prev; }
+  const ComponentModel& cm;
+  bool prev;
 };
 
 // Token ids -> one-hot rows [ids..., vocab] (constant). Embedding layers are decomposed as the

@@ -92,19 +92,19 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
   if (!j.contains("losses") || !j["losses"].is_array() || j["losses"].empty())
     ad::fail(where + ": 'losses' must be a non-empty list of {name, coeff, ...}");
   static const std::set<std::string> names = {"faithfulness", "stochastic_recon", "stochastic_recon_layerwise",
-                                              "stochastic_recon_subset", "ci_masked_recon", "unmasked_recon",
-                                              "importance_minimality"};
+                                              "stochastic_recon_subset", "pgd_recon", "pgd_recon_subset",
+                                              "ci_masked_recon", "unmasked_recon", "importance_minimality"};
   for (size_t i = 0; i < j["losses"].size(); ++i) {
     const json& t = j["losses"][i];
     const std::string w = where + ": losses[" + std::to_string(i) + "]";
     check_keys(t, {"name", "coeff", "routing", "route_p", "n_mask_samples", "p", "p_final", "anneal_start",
-                   "anneal_end", "beta"},
+                   "anneal_end", "beta", "pgd_init", "pgd_scope", "pgd_steps", "pgd_step_size"},
                w);
     LossTermConfig lt;
     get_opt(t, "name", lt.name, w);
     if (!names.count(lt.name)) ad::fail(w + ": unknown loss term '" + lt.name + "'");
     if (lt.name == "stochastic_recon_layerwise") lt.routing = Routing::layerwise;
-    if (lt.name == "stochastic_recon_subset") lt.routing = Routing::uniform_k;
+    if (lt.name == "stochastic_recon_subset" || lt.name == "pgd_recon_subset") lt.routing = Routing::uniform_k;
     get_opt(t, "coeff", lt.coeff, w);
     if (t.contains("routing")) lt.routing = parse_routing(t["routing"].get<std::string>());
     get_opt(t, "route_p", lt.route_p, w);
@@ -114,6 +114,21 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
     get_opt(t, "anneal_start", lt.anneal_start, w);
     get_opt(t, "anneal_end", lt.anneal_end, w);
     get_opt(t, "beta", lt.beta, w);
+    const bool pgd = lt.name == "pgd_recon" || lt.name == "pgd_recon_subset";
+    for (const char* k : {"pgd_init", "pgd_scope", "pgd_steps", "pgd_step_size"})
+      if (t.contains(k) && !pgd) ad::fail(w + ": '" + k + "' applies only to pgd_recon terms, not '" + lt.name + "'");
+    get_opt(t, "pgd_init", lt.pgd_init, w);
+    get_opt(t, "pgd_scope", lt.pgd_scope, w);
+    get_opt(t, "pgd_steps", lt.pgd_steps, w);
+    get_opt(t, "pgd_step_size", lt.pgd_step_size, w);
+    if (pgd) {
+      if (lt.pgd_init != "uniform" && lt.pgd_init != "ones" && lt.pgd_init != "zeros")
+        ad::fail(w + ": pgd_init must be uniform, ones or zeros, got '" + lt.pgd_init + "'");
+      if (lt.pgd_scope != "shared" && lt.pgd_scope != "per_example")
+        ad::fail(w + ": pgd_scope must be shared or per_example, got '" + lt.pgd_scope + "'");
+      if (lt.pgd_steps < 0 || !(lt.pgd_step_size > 0)) ad::fail(w + ": pgd_steps >= 0 and pgd_step_size > 0 required");
+      if (lt.routing == Routing::layerwise) ad::fail(w + ": pgd_recon terms take routing all, uniform_k or static_p");
+    }
     if (lt.n_mask_samples < 1) ad::fail(w + ": n_mask_samples must be >= 1");
     if (lt.p <= 0) ad::fail(w + ": p must be > 0");
     if (lt.anneal_end < lt.anneal_start) ad::fail(w + ": anneal_end < anneal_start");
@@ -332,6 +347,93 @@ Tensor SPD::stochastic_recon(const Batch& b, const StepState& st, Routing routin
   return n_samples == 1 ? total : total / (double)n_samples;
 }
 
+namespace {
+// s <- clamp(s + eta sign(ds), 0, 1), in place (sign(0) = 0: a source the loss ignores stays)
+void sign_ascent_step(Tensor& s, const Tensor& ds, double eta) {
+  ad::dispatch(s.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    T* ps = s.data<T>();
+    const T* pg = ds.data<T>();
+    for (int64_t i = 0, n = s.numel(); i < n; ++i) {
+      const T step = pg[i] > 0 ? (T)eta : (pg[i] < 0 ? (T)-eta : (T)0);
+      ps[i] = std::min<T>(1, std::max<T>(0, ps[i] + step));
+    }
+  });
+}
+}  // namespace
+
+Tensor SPD::pgd_recon(const Batch& b, const StepState& st, const LossTermConfig& t, ad::Rng& rng) const {
+  const size_t M = cm.layers.size();
+  std::vector<Tensor> routes;
+  if (t.routing != Routing::all) routes = draw_routes(st, t.routing, t.route_p, rng);
+  // s_l: [1, ..., 1, C] (shared) or g's shape (per example); delta source with last dim 1
+  auto init = [&](ad::Shape shape) {
+    if (t.pgd_scope == "shared")
+      for (int i = 0; i + 1 < shape.nd; ++i) shape.d[i] = 1;
+    const ad::DType dt = st.g_lower[0].dtype();
+    if (t.pgd_init == "ones") return ad::ones(shape, dt);
+    if (t.pgd_init == "zeros") return ad::zeros(shape, dt);
+    return ad::rand_uniform(shape, 0.0, 1.0, rng, dt);
+  };
+  std::vector<Tensor> s(M), s_delta(M);
+  for (size_t l = 0; l < M; ++l) {
+    ad::Shape gs = st.g_lower[l].shape();
+    s[l] = init(gs);
+    if (cfg.delta) {
+      gs[-1] = 1;
+      s_delta[l] = init(gs);
+    }
+  }
+  // The masked loss at sources s, with the CI values g taken from `g` (per layer).
+  auto loss_at = [&](const std::vector<Tensor>& g, const std::vector<Tensor>& src, const std::vector<Tensor>& src_d,
+                     TargetPassCache* cache) {
+    std::vector<LayerMask> masks(M);
+    for (size_t l = 0; l < M; ++l) {
+      const Tensor r = src[l].shape() == g[l].shape() ? src[l] : src[l] + ad::zeros(g[l].shape(), g[l].dtype());
+      masks[l].m = stochastic_mask(g[l], r);  // m = g + (1 - g) s
+      if (cfg.delta) {
+        ad::Shape ds = g[l].shape();
+        ds[-1] = 1;
+        masks[l].m_delta = src_d[l].shape() == ds ? src_d[l] : src_d[l] + ad::zeros(ds, g[l].dtype());
+      }
+      if (!routes.empty()) masks[l].route = routes[l];
+    }
+    return distance(forward_masked(b, masks, cache), st.target_out);
+  };
+  if (t.pgd_steps > 0) {
+    // Ascent on s alone: g, V, U and the cached h = x V are constants here, so the inner
+    // backward computes only dL/ds (no dV, dU, nor the CI functions' backward).
+    std::vector<Tensor> g_const;
+    for (const Tensor& g : st.g_lower) g_const.push_back(ad::detach(g));
+    TargetPassCache adv_cache = st.cache;  // shares the constant target pass; own h
+    for (Tensor& h : adv_cache.h)
+      if (h.defined()) h = ad::detach(h);
+    ConstantComponentsScope constant(cm);
+    ad::EnableGradGuard eg;  // also inside evaluation's NoGradGuard (monitors)
+    for (int k = 0; k < t.pgd_steps; ++k) {
+      std::vector<Tensor> leaves;
+      for (size_t l = 0; l < M; ++l) {
+        s[l] = ad::detach(s[l]).requires_grad_();
+        leaves.push_back(s[l]);
+        if (cfg.delta) {
+          s_delta[l] = ad::detach(s_delta[l]).requires_grad_();
+          leaves.push_back(s_delta[l]);
+        }
+      }
+      const std::vector<Tensor> ds = ad::grad(loss_at(g_const, s, s_delta, reuse_target_pass ? &adv_cache : nullptr), leaves);
+      for (size_t l = 0, i = 0; l < M; ++l) {
+        s[l] = ad::clone(s[l]);
+        sign_ascent_step(s[l], ds[i++], t.pgd_step_size);
+        if (cfg.delta) {
+          s_delta[l] = ad::clone(s_delta[l]);
+          sign_ascent_step(s_delta[l], ds[i++], t.pgd_step_size);
+        }
+      }
+    }
+  }
+  return loss_at(st.g_lower, s, s_delta, reuse_target_pass ? &st.cache : nullptr);
+}
+
 Tensor SPD::ci_masked_recon(const Batch& b, const StepState& st) const {
   std::vector<LayerMask> masks(cm.layers.size());
   for (size_t l = 0; l < masks.size(); ++l) masks[l].m = st.g_lower[l];  // m = g, no delta
@@ -349,6 +451,7 @@ Tensor SPD::term(const LossTermConfig& t, const Batch& b, const StepState& st, d
   if (t.name == "importance_minimality") return importance_minimality(st, t.p_at(frac), t.beta);
   if (t.name == "ci_masked_recon") return ci_masked_recon(b, st);
   if (t.name == "unmasked_recon") return unmasked_recon(b, st);
+  if (t.name == "pgd_recon" || t.name == "pgd_recon_subset") return pgd_recon(b, st, t, rng);
   return stochastic_recon(b, st, t.routing, t.route_p, t.n_mask_samples, rng);
 }
 

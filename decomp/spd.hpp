@@ -43,8 +43,8 @@ enum class Sampling { continuous, binomial };
 
 struct LossTermConfig {
   std::string name;  // faithfulness | stochastic_recon | stochastic_recon_layerwise |
-                     // stochastic_recon_subset | ci_masked_recon | unmasked_recon |
-                     // importance_minimality
+                     // stochastic_recon_subset | pgd_recon | pgd_recon_subset |
+                     // ci_masked_recon | unmasked_recon | importance_minimality
   double coeff = 1.0;  // 0: computed as a monitor only (at log steps, no gradient)
   // stochastic recon terms
   Routing routing = Routing::all;
@@ -53,6 +53,11 @@ struct LossTermConfig {
   // importance minimality: p annealed linearly from p to p_final over [anneal_start, anneal_end]
   double p = 1.0, p_final = -1.0, anneal_start = 0.0, anneal_end = 1.0;
   double beta = 0.0;  // VPD's frequency term coefficient
+  // sign-PGD adversarial sources (pgd_recon terms, METHODS 4): init uniform | ones | zeros;
+  // scope shared (one source per layer for the whole batch) | per_example
+  std::string pgd_init = "uniform", pgd_scope = "shared";
+  int pgd_steps = 1;
+  double pgd_step_size = 1.0;
   double p_at(double frac) const;
 };
 
@@ -145,6 +150,10 @@ class SPD {
   ad::Tensor importance_minimality(const StepState& st, double p, double beta) const;
   ad::Tensor stochastic_recon(const Batch& b, const StepState& st, Routing routing, double route_p,
                               int n_samples, ad::Rng& rng) const;
+  // Reconstruction under adversarial masks m = g + (1 - g) s (METHODS 4, sign PGD): the
+  // sources s ascend the same loss for t.pgd_steps steps, then the loss at the final s
+  // (a constant) is returned. Routing (all / uniform_k / static_p) is drawn once.
+  ad::Tensor pgd_recon(const Batch& b, const StepState& st, const LossTermConfig& t, ad::Rng& rng) const;
   ad::Tensor ci_masked_recon(const Batch& b, const StepState& st) const;
   ad::Tensor unmasked_recon(const Batch& b, const StepState& st) const;
   ad::Tensor term(const LossTermConfig& t, const Batch& b, const StepState& st, double frac, ad::Rng& rng) const;

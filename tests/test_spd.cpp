@@ -228,10 +228,95 @@ TEST_CASE("spd: fused mlp CI kernel (float, AVX2 GELU) matches the composed floa
 // coordinates). The lower leaky sigmoid's backward is deliberately not a derivative (it
 // passes alpha*g for z <= 0 when g < 0), so these audits use leaky_alpha = 0, under which
 // it is the true derivative of clamp; the leak itself is audited with the engine's ops.
+TEST_CASE("spd: sign-PGD adversarial sources match a hand computation (shared and per-example scope)") {
+  // One linear layer, C = 2, delta on, B = 4. With sources s (per example i and component c)
+  // and delta source sd_i: m_ic = g_ic + (1 - g_ic) s_ic,
+  //   out_io = sum_c h_ic (m_ic - sd_i) U_co + sd_i (x W^T)_io + b_o,  L = mean_io (out - y)^2.
+  OneLinear m;
+  decomp::Target t = m.target();
+  ad::Rng rng(1);
+  decomp::SPD spd(t, small_config(), rng);
+  set(spd.cm.layers[0].V, {0.7, -1.2, 1.5, 0.4, -0.3, 2.1});  // not an exact decomposition
+  set(spd.cm.layers[0].U, {1.1, 0.2, -0.4, 0.9});
+  decomp::Batch b = t.sample(4, rng);
+  decomp::StepState st = spd.prepare(b, rng);
+  Tensor h = ad::matmul(b.x, spd.cm.layers[0].V), xw = ad::matmul(b.x, ad::transpose(m.W, 0, 1));
+  auto hand_loss = [&](const std::vector<double>& S, const std::vector<double>& Sd) {  // S [4, 2], Sd [4]
+    double L = 0;
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t o = 0; o < 2; ++o) {
+        double out = m.b.item(o) + Sd[i] * xw.item(i * 2 + o);
+        for (int64_t c = 0; c < 2; ++c) {
+          const double g = st.g_lower[0].item(i * 2 + c), mm = g + (1 - g) * S[i * 2 + c];
+          out += h.item(i * 2 + c) * (mm - Sd[i]) * spd.cm.layers[0].U.item(c * 2 + o);
+        }
+        const double d = out - (xw.item(i * 2 + o) + m.b.item(o));
+        L += d * d / 8;
+      }
+    return L;
+  };
+  auto term = [](const std::string& scope, const std::string& init, int steps) {
+    decomp::LossTermConfig lt;
+    lt.name = "pgd_recon";
+    lt.pgd_scope = scope, lt.pgd_init = init, lt.pgd_steps = steps, lt.pgd_step_size = 1.0;
+    return lt;
+  };
+  ad::Rng r(5);
+  // no ascent: zeros = the CI-masked loss (m = g, m_delta = 0); ones = the target (m = m_delta = 1)
+  CHECK(spd.pgd_recon(b, st, term("shared", "zeros", 0), r).item() ==
+        doctest::Approx(spd.ci_masked_recon(b, st).item()).epsilon(1e-12));
+  CHECK(spd.pgd_recon(b, st, term("shared", "ones", 0), r).item() == doctest::Approx(0).epsilon(1e-20));
+  CHECK(spd.pgd_recon(b, st, term("shared", "zeros", 0), r).item() ==
+        doctest::Approx(hand_loss(std::vector<double>(8, 0.0), std::vector<double>(4, 0.0))).epsilon(1e-12));
+  // one unit sign step from a uniform start u: s = clamp(u + sign(dL/ds), 0, 1), i.e. 1 where
+  // dL/ds > 0 and 0 where < 0 (central differences of the hand loss at u give the sign; shared
+  // scope perturbs that source in every row at once). u is redrawn from a copy of the rng in the
+  // order pgd_recon draws it: s [rows, 2], then the delta source [rows, 1].
+  const double eps = 1e-6;
+  for (const std::string scope : {"shared", "per_example"}) {
+    const int64_t rows = scope == "shared" ? 1 : 4;
+    ad::Rng r_pgd(11), r_copy(11);
+    const Tensor u = ad::rand_uniform({rows, 2}, 0.0, 1.0, r_copy, ad::DType::f64);
+    const Tensor ud = ad::rand_uniform({rows, 1}, 0.0, 1.0, r_copy, ad::DType::f64);
+    std::vector<double> S0(8), D0(4);
+    for (int64_t k = 0; k < 4; ++k) {
+      const int64_t row = rows == 1 ? 0 : k;
+      S0[k * 2] = u.item(row * 2), S0[k * 2 + 1] = u.item(row * 2 + 1), D0[k] = ud.item(row);
+    }
+    std::vector<double> S = S0, Sd = D0;
+    int ups = 0, downs = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t c = 0; c <= 2; ++c) {  // c = 2: the delta source
+        std::vector<double> Sp = S0, Sm = S0, Dp = D0, Dm = D0;
+        for (int64_t k = 0; k < 4; ++k) {
+          if (rows == 4 && k != i) continue;
+          if (c < 2) Sp[k * 2 + c] += eps, Sm[k * 2 + c] -= eps;
+          else Dp[k] += eps, Dm[k] -= eps;
+        }
+        const double dL = (hand_loss(Sp, Dp) - hand_loss(Sm, Dm)) / (2 * eps);
+        REQUIRE(std::abs(dL) > 1e-8);  // the test case has no ties
+        (dL > 0 ? ups : downs) += 1;
+        for (int64_t k = 0; k < 4; ++k) {
+          if (rows == 4 && k != i) continue;
+          if (c < 2) S[k * 2 + c] = dL > 0 ? 1.0 : 0.0;
+          else Sd[k] = dL > 0 ? 1.0 : 0.0;
+        }
+      }
+    }
+    const double got = spd.pgd_recon(b, st, term(scope, "uniform", 1), r_pgd).item();
+    INFO("scope " << scope << ": " << ups << " sources up, " << downs << " down");
+    CHECK(got == doctest::Approx(hand_loss(S, Sd)).epsilon(1e-12));
+    CHECK(got > hand_loss(S0, D0));  // the step made the masks worse than the start
+    CHECK(downs > 0);
+    if (rows == 4) CHECK(ups > 0);  // per example both directions occur, so a sign error would show
+  }
+}
+
 TEST_CASE("spd: gradient audit of every loss term and CI function type (float64, finite differences)") {
   for (const char* ci : {"mlp", "vector_mlp", "shared_mlp", "global"}) {
     for (const char* term : {"faithfulness", "stochastic_recon", "stochastic_recon_layerwise", "stochastic_recon_subset",
-                             "ci_masked_recon", "unmasked_recon", "importance_minimality"}) {
+                             "pgd_recon", "pgd_recon_subset", "ci_masked_recon", "unmasked_recon",
+                             "importance_minimality"}) {
       for (bool binomial : {false, true}) {
         if (binomial && std::string(term) != "stochastic_recon") continue;
         spd_test::TinyTMS tms(5, 2, true, ad::DType::f64);
@@ -240,7 +325,14 @@ TEST_CASE("spd: gradient audit of every loss term and CI function type (float64,
                             {"ci_fn", {{"type", std::string(ci) == "global" ? "mlp" : ci}, {"hidden", {4}}, {"global", std::string(ci) == "global"}}},
                             {"leaky_alpha", 0.0},
                             {"sampling", binomial ? "binomial" : "continuous"},
-                            {"losses", {{{"name", term}, {"coeff", 1}, {"p", 1.5}, {"beta", 0.3}}}}};
+                            {"losses", {{{"name", term}, {"coeff", 1}}}}};
+        if (std::string(term) == "importance_minimality") j["losses"][0]["p"] = 1.5, j["losses"][0]["beta"] = 0.3;
+        if (std::string(term).rfind("pgd_recon", 0) == 0) {
+          // two steps of 0.3 from a uniform start leave sources inside (0, 1) as well as on the
+          // bounds; pgd_recon per example, the subset variant with one shared source
+          j["losses"][0]["pgd_steps"] = 2, j["losses"][0]["pgd_step_size"] = 0.3;
+          j["losses"][0]["pgd_scope"] = std::string(term) == "pgd_recon" ? "per_example" : "shared";
+        }
         decomp::SPDConfig cfg = decomp::parse_spd_config(j, "audit");
         ad::Rng rng(2);
         decomp::SPD spd(t, cfg, rng);
@@ -446,6 +538,24 @@ TEST_CASE("spd: config errors name the file and field") {
   decomp::Target t = m.target();
   ad::Rng rng(1);
   CHECK_THROWS_WITH(decomp::SPD(t, decomp::parse_spd_config(j, "c"), rng), doctest::Contains("exactly one hidden layer"));
+  // sign-PGD fields: only on pgd_recon terms, and checked
+  j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"pgd_steps", 2}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+                    doctest::Contains("cfg.json: losses[0]: 'pgd_steps' applies only to pgd_recon terms"));
+  j = {{"C", 2}, {"losses", {{{"name", "pgd_recon_subset"}, {"pgd_init", "random"}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("losses[0]: pgd_init must be uniform, ones or zeros"));
+  j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"pgd_scope", "batch"}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_scope must be shared or per_example"));
+  j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"pgd_step_size", 0}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_step_size > 0"));
+  j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"routing", "layerwise"}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("routing all, uniform_k or static_p"));
+  j = {{"C", 2}, {"losses", {{{"name", "pgd_recon_subset"}, {"pgd_steps", 3}}}}};
+  const decomp::SPDConfig ok = decomp::parse_spd_config(j, "cfg.json");
+  CHECK(ok.losses[0].routing == decomp::Routing::uniform_k);
+  CHECK(ok.losses[0].pgd_steps == 3);
+  CHECK(ok.losses[0].pgd_init == "uniform");
+  CHECK(ok.losses[0].pgd_scope == "shared");
 }
 
 TEST_CASE("spd: a non-finite loss stops training with the step, the term values and the first bad op") {

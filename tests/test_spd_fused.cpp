@@ -146,7 +146,7 @@ TEST_CASE("spd: reusing the cached target pass changes neither losses nor gradie
   for (const decomp::Target* t : {&tms_target, &emb_target})
     for (bool delta : {true, false})
       for (const char* term : {"stochastic_recon", "stochastic_recon_layerwise", "stochastic_recon_subset",
-                               "ci_masked_recon", "unmasked_recon"}) {
+                               "pgd_recon", "pgd_recon_subset", "ci_masked_recon", "unmasked_recon"}) {
         nlohmann::json j = {{"C", 4}, {"delta", delta}, {"losses", {{{"name", term}, {"coeff", 1}}}}};
         ad::Rng init(3);
         decomp::SPD spd(*t, decomp::parse_spd_config(j, "reuse test"), init);
