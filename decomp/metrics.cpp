@@ -107,25 +107,26 @@ int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order) {
   return err;
 }
 
-// ||u_c v_c^T||_F = ||V[:, c]|| ||U[c, :]|| for every c
-static std::vector<double> subcomponent_norms(const Mat& V, const Mat& U) {
+// large[c]: ||u_c v_c^T||_F = ||V[:, c]|| ||U[c, :]|| > rel * max_c' of the same (and max > 0)
+static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel) {
   std::vector<double> norm((size_t)V.cols, 0.0);
+  double largest = 0;
   for (int64_t c = 0; c < V.cols; ++c) {
     double v2 = 0, u2 = 0;
     for (int64_t i = 0; i < V.rows; ++i) v2 += V(i, c) * V(i, c);
     for (int64_t j = 0; j < U.cols; ++j) u2 += U(c, j) * U(c, j);
     norm[(size_t)c] = std::sqrt(v2 * u2);
+    largest = std::max(largest, norm[(size_t)c]);
   }
-  return norm;
+  std::vector<bool> large(norm.size());
+  for (size_t c = 0; c < norm.size(); ++c) large[c] = largest > 0 && norm[c] > rel * largest;
+  return large;
 }
 
 int64_t large_norm_components(const Mat& V, const Mat& U, double rel) {
   if (V.cols != U.rows) ad::fail("large_norm_components: V [d_in, C] and U [C, d_out] disagree on C");
-  const std::vector<double> norm = subcomponent_norms(V, U);
-  const double largest = norm.empty() ? 0.0 : *std::max_element(norm.begin(), norm.end());
-  int64_t n = 0;
-  for (double x : norm) n += largest > 0 && x > rel * largest;
-  return n;
+  const std::vector<bool> large = large_norm_mask(V, U, rel);
+  return (int64_t)std::count(large.begin(), large.end(), true);
 }
 
 int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order) {
@@ -152,8 +153,7 @@ MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_no
   const int64_t d_out = W.rows, d_in = W.cols, C = V.cols;
   if (V.rows != d_in || U.rows != C || U.cols != d_out)
     ad::fail("mmcs_ml2r: shapes do not match (W [d_out, d_in], V [d_in, C], U [C, d_out])");
-  const std::vector<double> norm = subcomponent_norms(V, U);
-  const double largest = norm.empty() ? 0.0 : *std::max_element(norm.begin(), norm.end());
+  const std::vector<bool> candidate = min_rel_norm > 0 ? large_norm_mask(V, U, min_rel_norm) : std::vector<bool>(C, true);
   MMCSResult r;
   for (int64_t j = 0; j < d_in; ++j) {
     double wn = 0;
@@ -162,7 +162,7 @@ MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_no
     double best = -2, best_norm = 0;
     int64_t best_c = -1;
     for (int64_t c = 0; c < C; ++c) {
-      if (min_rel_norm > 0 && !(norm[(size_t)c] > min_rel_norm * largest)) continue;
+      if (!candidate[(size_t)c]) continue;
       // P_c[:, j] = u_c * v_c[j]
       double dot = 0, pn = 0;
       for (int64_t o = 0; o < d_out; ++o) {

@@ -98,8 +98,9 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     }
     if (nf > 0 && !L.embedding && L.tied_src < 0 && L.d_in == nf) {
       e.has_mmcs = true;
-      e.mm = mmcs_ml2r(to_mat(L.W), to_mat(L.V), to_mat(L.U));
-      e.mm_large_norm = mmcs_ml2r(to_mat(L.W), to_mat(L.V), to_mat(L.U), 0.1);
+      const Mat W = to_mat(L.W), V = to_mat(L.V), U = to_mat(L.U);
+      e.mm = mmcs_ml2r(W, V, U);
+      e.mm_large_norm = mmcs_ml2r(W, V, U, 0.1);
     }
     r.layers.push_back(e);
   }

@@ -306,6 +306,11 @@ TEST_CASE("spd: sign-PGD adversarial sources match a hand computation (shared an
     const double got = spd.pgd_recon(b, st, term(scope, "uniform", 1), r_pgd).item();
     INFO("scope " << scope << ": " << ups << " sources up, " << downs << " down");
     CHECK(got == doctest::Approx(hand_loss(S, Sd)).epsilon(1e-12));
+    {  // as an evaluation monitor, inside a NoGradGuard, the inner ascent still runs
+      ad::NoGradGuard ng;
+      ad::Rng r_mon(11);
+      CHECK(spd.pgd_recon(b, st, term(scope, "uniform", 1), r_mon).item() == doctest::Approx(got).epsilon(1e-14));
+    }
     CHECK(got > hand_loss(S0, D0));  // the step made the masks worse than the start
     CHECK(downs > 0);
     if (rows == 4) CHECK(ups > 0);  // per example both directions occur, so a sign error would show

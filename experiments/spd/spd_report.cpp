@@ -24,7 +24,7 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
                   const json& extra) {
   json j = extra;
   json layers = json::object();
-  double mmcs = -1, ml2r = -1, mmcs_ln = -1, ml2r_ln = -1;
+  const decomp::LayerEval* tms = nullptr;  // the first layer with MMCS (TMS linear1): the run's figures
   for (const decomp::LayerEval& e : ev.layers) {
     json l = {{"ci_l0", e.ci_l0},
               {"alive_components", e.alive},
@@ -36,8 +36,7 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
       l["mmcs"] = e.mm.mmcs, l["ml2r"] = e.mm.ml2r;
       l["cos_per_feature"] = e.mm.cos_per_col, l["norm_ratio_per_feature"] = e.mm.ratio_per_col;
       l["mmcs_large_norm"] = e.mm_large_norm.mmcs, l["ml2r_large_norm"] = e.mm_large_norm.ml2r;
-      if (mmcs < 0)
-        mmcs = e.mm.mmcs, ml2r = e.mm.ml2r, mmcs_ln = e.mm_large_norm.mmcs, ml2r_ln = e.mm_large_norm.ml2r;
+      if (!tms) tms = &e;
     }
     layers[e.name] = l;
   }
@@ -51,7 +50,9 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
                               {"onehot_active_components", g.onehot_active}};
     j["dense_k_groups"] = groups;
   }
-  if (mmcs >= 0) j["mmcs"] = mmcs, j["ml2r"] = ml2r, j["mmcs_large_norm"] = mmcs_ln, j["ml2r_large_norm"] = ml2r_ln;
+  if (tms)
+    j["mmcs"] = tms->mm.mmcs, j["ml2r"] = tms->mm.ml2r, j["mmcs_large_norm"] = tms->mm_large_norm.mmcs,
+    j["ml2r_large_norm"] = tms->mm_large_norm.ml2r;
   j["eval_losses"] = ev.losses;
   json last = json::object();
   for (auto& kv : log.values)
