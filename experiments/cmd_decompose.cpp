@@ -2,8 +2,9 @@
 // when the config gives no checkpoint), then metrics.json, decomposition.safetensors, plots
 // and a result table. Long runs can be split: train.checkpoint_every / --stop-after write
 // DIR/checkpoint.safetensors, and --resume continues from it with the same bits as an
-// uninterrupted run. --evaluate re-evaluates a saved decomposition.safetensors under the
-// config's (possibly newer) evaluation fields without training.
+// uninterrupted run. --evaluate re-evaluates a saved decomposition.safetensors (or an
+// unfinished run's checkpoint) under the config's (possibly newer) evaluation fields without
+// training.
 // `pd audit <config.json>`: one training step of that config in float64, every parameter's
 // gradient checked against central finite differences (a sample of coordinates per tensor).
 #include <CLI/CLI.hpp>
@@ -67,8 +68,8 @@ int cmd_decompose(int argc, char** argv) {
   app.add_option("--resume", resume, "continue the run saved in this checkpoint.safetensors (same config and target)");
   app.add_option("--stop-after", stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors");
   app.add_option("--evaluate", evaluate,
-                 "no training: evaluate this decomposition.safetensors (same config up to its evaluation fields) "
-                 "into --out (default: DIR/reevaluated)");
+                 "no training: evaluate this decomposition.safetensors or checkpoint.safetensors (same config up to "
+                 "its evaluation fields) into --out (default: DIR/reevaluated, DIR/evaluated_step_N for a checkpoint)");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   if (!evaluate.empty() && !resume.empty()) {
@@ -90,21 +91,38 @@ int cmd_decompose(int argc, char** argv) {
     }
     json made_with;
     std::string made_with_fingerprint;  // of the decomposition's target (files from before it was stored: empty)
+    // --evaluate takes a finished run's decomposition.safetensors or an unfinished run's
+    // checkpoint.safetensors (a look at a long schedule midway; the run can still be resumed).
+    bool evaluate_checkpoint = false;
+    pd_spd::SpdCheckpoint eval_ck;
     if (!evaluate.empty()) {
       ad::SafeTensors st = ad::load_safetensors(evaluate);
-      auto it = st.metadata.find("spd_config");
-      if (it == st.metadata.end()) ad::fail(evaluate + ": not a pd decomposition (no spd_config metadata)");
-      try {
-        made_with = json::parse(it->second);
-      } catch (const json::parse_error& e) {
-        ad::fail(evaluate + ": metadata spd_config is not valid JSON (" + e.what() + ")");
+      auto fmt = st.metadata.find("format");
+      evaluate_checkpoint = fmt != st.metadata.end() && fmt->second == pd_spd::kSpdCheckpointFormat;
+      if (evaluate_checkpoint) {
+        eval_ck = pd_spd::read_spd_checkpoint(evaluate);
+        made_with = eval_ck.config;
+        made_with["target"]["checkpoint"] = eval_ck.target_checkpoint;
+        made_with_fingerprint = eval_ck.target_fingerprint;
+      } else {
+        auto it = st.metadata.find("spd_config");
+        if (it == st.metadata.end())
+          ad::fail(evaluate + ": neither a pd decomposition (no spd_config metadata) nor an SPD checkpoint");
+        try {
+          made_with = json::parse(it->second);
+        } catch (const json::parse_error& e) {
+          ad::fail(evaluate + ": metadata spd_config is not valid JSON (" + e.what() + ")");
+        }
+        auto fp = st.metadata.find("target_fingerprint");
+        if (fp != st.metadata.end()) made_with_fingerprint = fp->second;
       }
       if (!cfg["target"].contains("checkpoint") && made_with.contains("target") && made_with["target"].contains("checkpoint"))
         cfg["target"]["checkpoint"] = made_with["target"]["checkpoint"];
-      require_same_training(made_with, cfg, evaluate, "decomposition");
-      auto fp = st.metadata.find("target_fingerprint");
-      if (fp != st.metadata.end()) made_with_fingerprint = fp->second;
-      if (out_dir.empty()) out_dir = (std::filesystem::path(evaluate).parent_path() / "reevaluated").string();
+      require_same_training(made_with, cfg, evaluate, evaluate_checkpoint ? "checkpoint" : "decomposition");
+      if (out_dir.empty())
+        out_dir = (std::filesystem::path(evaluate).parent_path() /
+                   (evaluate_checkpoint ? "evaluated_step_" + std::to_string(eval_ck.step) : std::string("reevaluated")))
+                      .string();
     }
     decomp::SPDConfig sc = decomp::parse_spd_config(cfg, config_path);
     if (out_dir.empty()) out_dir = "runs/" + stem(config_path);
@@ -118,11 +136,20 @@ int cmd_decompose(int argc, char** argv) {
       if (!made_with_fingerprint.empty() && made_with_fingerprint != fingerprint)
         ad::fail(evaluate + ": the decomposition was made against other target weights (fingerprint " +
                  made_with_fingerprint + ", " + lt.checkpoint + " has " + fingerprint + ")");
-      pd_spd::load_decomposition(spd, evaluate);
+      if (evaluate_checkpoint) {
+        pd_spd::restore_params(eval_ck, spd);
+        log = eval_ck.log;  // loss curves up to the checkpoint
+      } else {
+        pd_spd::load_decomposition(spd, evaluate);
+      }
       ad::Rng eval_rng(sc.seed + 1000003);
       decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, sc.dense_k, sc.dense_k_groups);
       json extra = {{"config_file", config_path}, {"config", cfg},   {"target", lt.target.name},
                     {"target_checkpoint", lt.checkpoint}, {"seed", sc.seed}, {"evaluated_from", evaluate}};
+      if (evaluate_checkpoint) {
+        extra["evaluated_at_step"] = eval_ck.step;  // steps taken of train.steps
+        extra["wall_time_s_to_checkpoint"] = eval_ck.wall_s;
+      }
       json m = pd_spd::metrics_json(spd, ev, log, extra);
       for (const char* k : {"final_train_losses", "spd_train_seconds", "steps_per_s"}) m.erase(k);
       ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");

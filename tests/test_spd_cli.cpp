@@ -18,11 +18,18 @@ static int run_pd(std::vector<std::string> args) {
   return pd::command_registry().at(args[0]).fn((int)argv.size(), argv.data());
 }
 
-TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; training fields must match") {
+using nlohmann::json;
+
+static std::string make_tmp_dir() {
   char tmpl[] = "/tmp/pd_spd_cliXXXXXX";
   REQUIRE(mkdtemp(tmpl) != nullptr);
-  const std::string dir = tmpl;
-  using nlohmann::json;
+  return tmpl;
+}
+
+// dir/tms.json (a TMS 5-2 target trained for 200 steps) and dir/spd.json (30 SPD steps at a
+// constant rate, so the first N steps of this run are the same as an N-step run); returns
+// the SPD config.
+static json write_tiny_tms_configs(const std::string& dir) {
   json target = json::parse(R"({
     "model": {"type": "tms", "n_features": 5, "n_hidden": 2, "n_hidden_layers": 0},
     "data": {"type": "sparse_features", "feature_prob": 0.05, "value_range": [0.0, 1.0], "mode": "at_least_zero"},
@@ -36,6 +43,12 @@ TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; t
   })");
   spd["target"] = {{"run_config", dir + "/tms.json"}};
   ad::write_file_atomic(dir + "/spd.json", spd.dump());
+  return spd;
+}
+
+TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; training fields must match") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
   REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/run", "--quiet"}) == 0);
   const json ran = json::parse(ad::read_file(dir + "/run/metrics.json"));
 
@@ -70,5 +83,33 @@ TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; t
   CHECK(run_pd({"decompose", dir + "/spd_lr.json", "--evaluate", dir + "/run/decomposition.safetensors", "--out",
                 dir + "/lr", "--quiet"}) == 1);
   CHECK(access((dir + "/lr/metrics.json").c_str(), F_OK) != 0);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("pd decompose --evaluate of an unfinished run's checkpoint equals a run stopped there; the run still resumes") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
+  // The 30-step run stopped after 20 steps, and a separate 20-step run of the same config.
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/stopped", "--stop-after", "20", "--quiet"}) == 0);
+  REQUIRE(access((dir + "/stopped/checkpoint.safetensors").c_str(), F_OK) == 0);
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/short", "--steps", "20", "--quiet"}) == 0);
+  const json short_run = json::parse(ad::read_file(dir + "/short/metrics.json"));
+
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--evaluate", dir + "/stopped/checkpoint.safetensors", "--quiet"}) == 0);
+  const json mid = json::parse(ad::read_file(dir + "/stopped/evaluated_step_20/metrics.json"));
+  CHECK(mid["evaluated_at_step"] == 20);
+  CHECK(mid["layers"] == short_run["layers"]);
+  CHECK(mid["eval_losses"] == short_run["eval_losses"]);
+  CHECK(access((dir + "/stopped/evaluated_step_20/loss_curves.csv").c_str(), F_OK) == 0);
+
+  // Against the 20-step config the checkpoint is refused (train.steps differs), nothing written.
+  CHECK(run_pd({"decompose", dir + "/spd.json", "--steps", "20", "--evaluate", dir + "/stopped/checkpoint.safetensors",
+                "--out", dir + "/wrong", "--quiet"}) == 1);
+  CHECK(access((dir + "/wrong/metrics.json").c_str(), F_OK) != 0);
+
+  // The evaluation left the checkpoint alone: resuming finishes the 30-step run.
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--resume", dir + "/stopped/checkpoint.safetensors", "--quiet"}) == 0);
+  CHECK(access((dir + "/stopped/decomposition.safetensors").c_str(), F_OK) == 0);
+  CHECK(access((dir + "/stopped/checkpoint.safetensors").c_str(), F_OK) != 0);
   std::system(("rm -rf " + dir).c_str());
 }

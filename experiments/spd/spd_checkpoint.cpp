@@ -7,7 +7,6 @@ namespace pd_spd {
 
 using nlohmann::json;
 
-static const char* kFormat = "pd-spd-checkpoint-v1";
 
 static std::string hex64(uint64_t v) {
   char buf[17];
@@ -67,7 +66,7 @@ void save_spd_checkpoint(const std::string& path, const decomp::SPD& spd, const 
                {"spare_bits", hex64(spare_bits)}};
   json jlog = {{"steps", log.steps}, {"values", log.values}, {"seconds", log.seconds}};
   ad::save_safetensors(path, t,
-                       {{"format", kFormat},
+                       {{"format", kSpdCheckpointFormat},
                         {"step", std::to_string(step)},
                         {"config", config.dump()},
                         {"target_checkpoint", target_checkpoint},
@@ -88,8 +87,8 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path) {
     if (it == md.end()) ad::fail(path + ": not an SPD checkpoint (metadata field '" + k + "' missing)");
     return it->second;
   };
-  if (field("format") != kFormat)
-    ad::fail(path + ": not an SPD checkpoint (metadata format '" + field("format") + "', expected " + kFormat + ")");
+  if (field("format") != kSpdCheckpointFormat)
+    ad::fail(path + ": not an SPD checkpoint (metadata format '" + field("format") + "', expected " + kSpdCheckpointFormat + ")");
   auto parse = [&](const std::string& k) {
     try {
       return json::parse(field(k));

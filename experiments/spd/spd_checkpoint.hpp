@@ -18,6 +18,8 @@
 
 namespace pd_spd {
 
+inline constexpr const char* kSpdCheckpointFormat = "pd-spd-checkpoint-v1";  // metadata "format"
+
 struct SpdCheckpoint {
   std::string path;
   int64_t step = 0;                // first step not yet taken
