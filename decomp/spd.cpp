@@ -115,8 +115,19 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
     get_opt(t, "anneal_end", lt.anneal_end, w);
     get_opt(t, "beta", lt.beta, w);
     const bool pgd = lt.name == "pgd_recon" || lt.name == "pgd_recon_subset";
-    for (const char* k : {"pgd_init", "pgd_scope", "pgd_steps", "pgd_step_size"})
-      if (t.contains(k) && !pgd) ad::fail(w + ": '" + k + "' applies only to pgd_recon terms, not '" + lt.name + "'");
+    // A field that the term would ignore is an error, not a silent no-op.
+    const bool sampled = lt.name.rfind("stochastic_recon", 0) == 0;  // draws n_mask_samples masks
+    const bool routed = pgd || lt.name == "stochastic_recon" || lt.name == "stochastic_recon_subset";
+    const bool imp_min = lt.name == "importance_minimality";
+    const std::pair<std::vector<const char*>, std::pair<bool, const char*>> applies[] = {
+        {{"pgd_init", "pgd_scope", "pgd_steps", "pgd_step_size"}, {pgd, "pgd_recon terms"}},
+        {{"n_mask_samples"}, {sampled, "stochastic_recon terms"}},
+        {{"routing", "route_p"}, {routed, "stochastic_recon, stochastic_recon_subset and pgd_recon terms"}},
+        {{"p", "p_final", "anneal_start", "anneal_end", "beta"}, {imp_min, "importance_minimality"}}};
+    for (const auto& [keys, rule] : applies)
+      for (const char* k : keys)
+        if (t.contains(k) && !rule.first)
+          ad::fail(w + ": '" + k + "' applies only to " + rule.second + ", not '" + lt.name + "'");
     get_opt(t, "pgd_init", lt.pgd_init, w);
     get_opt(t, "pgd_scope", lt.pgd_scope, w);
     get_opt(t, "pgd_steps", lt.pgd_steps, w);

@@ -561,6 +561,25 @@ TEST_CASE("spd: config errors name the file and field") {
   CHECK(ok.losses[0].pgd_steps == 3);
   CHECK(ok.losses[0].pgd_init == "uniform");
   CHECK(ok.losses[0].pgd_scope == "shared");
+  // A field the term would ignore is refused, naming the term.
+  j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"n_mask_samples", 4}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+                    doctest::Contains("losses[0]: 'n_mask_samples' applies only to stochastic_recon terms, not 'pgd_recon'"));
+  j = {{"C", 2}, {"losses", {{{"name", "faithfulness"}, {"p", 1}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("'p' applies only to importance_minimality"));
+  j = {{"C", 2}, {"losses", {{{"name", "ci_masked_recon"}, {"routing", "all"}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("'routing' applies only to stochastic_recon,"));
+  j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon_layerwise"}, {"route_p", 0.5}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("'route_p' applies only to"));
+  j = {{"C", 2},
+       {"losses",
+        {{{"name", "stochastic_recon_layerwise"}, {"n_mask_samples", 2}},
+         {{"name", "stochastic_recon"}, {"routing", "static_p"}, {"route_p", 0.5}},
+         {{"name", "importance_minimality"}, {"p", 1}, {"p_final", 0.5}, {"beta", 2}}}}};
+  const decomp::SPDConfig fields = decomp::parse_spd_config(j, "cfg.json");
+  CHECK(fields.losses[0].n_mask_samples == 2);
+  CHECK(fields.losses[1].routing == decomp::Routing::static_p);
+  CHECK(fields.losses[2].beta == 2);
 }
 
 TEST_CASE("spd: a non-finite loss stops training with the step, the term values and the first bad op") {
