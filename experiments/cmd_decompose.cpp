@@ -154,6 +154,8 @@ int cmd_decompose(int argc, char** argv) {
       for (const char* k : {"final_train_losses", "spd_train_seconds", "steps_per_s"}) m.erase(k);
       ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
       pd_spd::write_plots(spd, ev, log, out_dir);
+      if (evaluate_checkpoint)
+        std::cout << "unfinished run, evaluated at its checkpoint: step " << eval_ck.step << " of " << sc.train.steps << "\n";
       std::cout << pd_spd::result_table(spd, ev, -1) << "outputs in " << out_dir << "/ (metrics.json, ci_<layer>.png)\n";
       return 0;
     }
