@@ -134,7 +134,8 @@ int cmd_decompose(int argc, char** argv) {
     decomp::TrainLog log;
     if (!evaluate.empty()) {
       if (!made_with_fingerprint.empty() && made_with_fingerprint != fingerprint)
-        ad::fail(evaluate + ": the decomposition was made against other target weights (fingerprint " +
+        ad::fail(evaluate + ": the " + (evaluate_checkpoint ? "checkpoint" : "decomposition") +
+                 " was made against other target weights (fingerprint " +
                  made_with_fingerprint + ", " + lt.checkpoint + " has " + fingerprint + ")");
       if (evaluate_checkpoint) {
         pd_spd::restore_params(eval_ck, spd);
