@@ -100,7 +100,7 @@ int cmd_decompose(int argc, char** argv) {
       auto fmt = st.metadata.find("format");
       evaluate_checkpoint = fmt != st.metadata.end() && fmt->second == pd_spd::kSpdCheckpointFormat;
       if (evaluate_checkpoint) {
-        eval_ck = pd_spd::read_spd_checkpoint(evaluate);
+        eval_ck = pd_spd::read_spd_checkpoint(evaluate, std::move(st));
         made_with = eval_ck.config;
         made_with["target"]["checkpoint"] = eval_ck.target_checkpoint;
         made_with_fingerprint = eval_ck.target_fingerprint;

@@ -7,7 +7,6 @@ namespace pd_spd {
 
 using nlohmann::json;
 
-
 static std::string hex64(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)v);
@@ -77,10 +76,12 @@ void save_spd_checkpoint(const std::string& path, const decomp::SPD& spd, const 
                         {"log", jlog.dump()}});
 }
 
-SpdCheckpoint read_spd_checkpoint(const std::string& path) {
+SpdCheckpoint read_spd_checkpoint(const std::string& path) { return read_spd_checkpoint(path, ad::load_safetensors(path)); }
+
+SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file) {
   SpdCheckpoint ck;
   ck.path = path;
-  ck.file = ad::load_safetensors(path);
+  ck.file = std::move(file);
   const auto& md = ck.file.metadata;
   auto field = [&](const std::string& k) -> const std::string& {
     auto it = md.find(k);

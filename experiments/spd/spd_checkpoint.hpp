@@ -42,6 +42,8 @@ void save_spd_checkpoint(const std::string& path, const decomp::SPD& spd, const 
 
 // Reads and validates the file (format, every metadata field); errors name the file and field.
 SpdCheckpoint read_spd_checkpoint(const std::string& path);
+// The same for a file already loaded from `path` (no second read).
+SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file);
 
 // Copies the checkpoint's parameters into spd (every name present, shapes equal).
 void restore_params(const SpdCheckpoint& ck, decomp::SPD& spd);
