@@ -119,15 +119,20 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
     const bool sampled = lt.name.rfind("stochastic_recon", 0) == 0;  // draws n_mask_samples masks
     const bool routed = pgd || lt.name == "stochastic_recon" || lt.name == "stochastic_recon_subset";
     const bool imp_min = lt.name == "importance_minimality";
-    const std::pair<std::vector<const char*>, std::pair<bool, const char*>> applies[] = {
-        {{"pgd_init", "pgd_scope", "pgd_steps", "pgd_step_size"}, {pgd, "pgd_recon terms"}},
-        {{"n_mask_samples"}, {sampled, "stochastic_recon terms"}},
-        {{"routing", "route_p"}, {routed, "stochastic_recon, stochastic_recon_subset and pgd_recon terms"}},
-        {{"p", "p_final", "anneal_start", "anneal_end", "beta"}, {imp_min, "importance_minimality"}}};
-    for (const auto& [keys, rule] : applies)
-      for (const char* k : keys)
-        if (t.contains(k) && !rule.first)
-          ad::fail(w + ": '" + k + "' applies only to " + rule.second + ", not '" + lt.name + "'");
+    struct FieldRule {
+      std::vector<const char*> keys;
+      bool applies;        // does this term read these keys?
+      const char* owners;  // the terms that do, for the message
+    };
+    const FieldRule rules[] = {
+        {{"pgd_init", "pgd_scope", "pgd_steps", "pgd_step_size"}, pgd, "pgd_recon terms"},
+        {{"n_mask_samples"}, sampled, "stochastic_recon terms"},
+        {{"routing", "route_p"}, routed, "stochastic_recon, stochastic_recon_subset and pgd_recon terms"},
+        {{"p", "p_final", "anneal_start", "anneal_end", "beta"}, imp_min, "importance_minimality"}};
+    for (const FieldRule& rule : rules)
+      for (const char* k : rule.keys)
+        if (t.contains(k) && !rule.applies)
+          ad::fail(w + ": '" + k + "' applies only to " + rule.owners + ", not '" + lt.name + "'");
     get_opt(t, "pgd_init", lt.pgd_init, w);
     get_opt(t, "pgd_scope", lt.pgd_scope, w);
     get_opt(t, "pgd_steps", lt.pgd_steps, w);

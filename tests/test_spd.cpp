@@ -3,10 +3,15 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "decomp/ci_ops.hpp"
 #include "decomp/metrics.hpp"
 #include "decomp/spd_eval.hpp"
+#include "experiments/spd/spd_report.hpp"
 #include "tests/audit.hpp"
 #include "tests/spd_test_util.hpp"
 
@@ -602,4 +607,43 @@ TEST_CASE("spd: a non-finite loss stops training with the step, the term values 
     CHECK(msg.find("NaN guard: forward of op 'matmul'") != std::string::npos);  // h = x V
   }
   CHECK_FALSE(ad::nan_guard());  // the replay's guard is switched off again
+}
+
+// The printed table: a layer expected to be dense-k shows its dense-k error and no identity
+// error (it has no identity pattern to miss); metrics.json still carries both numbers.
+TEST_CASE("spd: result table prints '-' for the identity error of a dense-k layer, metrics.json keeps it") {
+  spd_test::TinyTMS tms(5, 3, true, ad::DType::f64);
+  decomp::Target tgt = tms.target();
+  nlohmann::json cj = nlohmann::json::parse(R"({
+    "C": 4, "losses": [{"name": "stochastic_recon", "coeff": 1}], "eval_batch": 64,
+    "dense_k": {"hidden_layers.0": 3}
+  })");
+  decomp::SPDConfig cfg = decomp::parse_spd_config(cj, "table.json");
+  ad::Rng rng(5);
+  decomp::SPD spd(tgt, cfg, rng);
+  ad::Rng eval_rng(9);
+  const decomp::EvalResult ev = decomp::evaluate(spd, eval_rng, cfg.dense_k, cfg.dense_k_groups);
+  REQUIRE(ev.layers.size() == 3);
+  REQUIRE(ev.layers[1].name == "hidden_layers.0");
+  REQUIRE(ev.layers[1].identity_error >= 0);
+  REQUIRE(ev.layers[1].dense_k == 3);
+  // Row fields: layer C alive norm>.1 CI_L0 id-err dense-k-error (k=..) MMCS ML2R
+  std::map<std::string, std::vector<std::string>> rows;
+  std::istringstream table(pd_spd::result_table(spd, ev, -1));
+  for (std::string line; std::getline(table, line);) {
+    std::istringstream fields(line);
+    std::vector<std::string> f;
+    for (std::string w; fields >> w;) f.push_back(w);
+    if (f.size() >= 7) rows[f[0]] = f;
+  }
+  REQUIRE(rows.count("linear1"));
+  REQUIRE(rows.count("hidden_layers.0"));
+  CHECK(rows["linear1"][5] == std::to_string(ev.layers[0].identity_error));
+  CHECK(rows["linear1"][6] == "-");
+  CHECK(rows["hidden_layers.0"][5] == "-");
+  CHECK(rows["hidden_layers.0"][6] == std::to_string(ev.layers[1].dense_k_error));
+  CHECK(rows["hidden_layers.0"][7] == "(k=3)");
+  const nlohmann::json m = pd_spd::metrics_json(spd, ev, decomp::TrainLog{}, nlohmann::json::object());
+  CHECK(m["layers"]["hidden_layers.0"]["identity_ci_error"] == ev.layers[1].identity_error);
+  CHECK(m["layers"]["hidden_layers.0"]["dense_k_error"] == ev.layers[1].dense_k_error);
 }

@@ -231,7 +231,8 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
       << spd.cm.layers[spd.cm.index_of(e.name)].C << std::setw(7) << e.alive << std::setw(8) << e.large_norm
       << std::setw(9) << std::fixed
       << std::setprecision(3) << e.ci_l0 << std::setw(9);
-    if (e.identity_error >= 0) o << e.identity_error;
+    // A layer expected to be dense-k has no identity pattern to miss; metrics.json keeps the number.
+    if (e.identity_error >= 0 && e.dense_k < 0) o << e.identity_error;
     else o << "-";
     o << std::setw(12);
     if (e.dense_k >= 0) o << (std::to_string(e.dense_k_error) + " (k=" + std::to_string(e.dense_k) + ")");
