@@ -149,6 +149,25 @@ int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order) {
   return err;
 }
 
+BlockCoverage dense_k_block_coverage(const Mat& ci, int64_t k, double threshold) {
+  if (k < 1 || ci.rows < 1) ad::fail("dense_k_block_coverage: needs k >= 1 and at least one feature");
+  std::vector<int64_t> all((size_t)ci.cols);
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<int64_t> block = by_mass(ci, all);  // the dense_k_error order
+  block.resize((size_t)std::min(k, ci.cols));
+  std::vector<int64_t> on((size_t)ci.rows, 0);  // per feature: block columns with CI > threshold
+  for (int64_t i = 0; i < ci.rows; ++i)
+    for (int64_t c : block) on[(size_t)i] += ci(i, c) > threshold;
+  BlockCoverage r;
+  r.k = k;
+  r.features_using_all = std::count(on.begin(), on.end(), k);
+  std::sort(on.begin(), on.end());
+  const size_t n = on.size();
+  r.min = on.front(), r.max = on.back();
+  r.median = n % 2 ? (double)on[n / 2] : 0.5 * (double)(on[n / 2 - 1] + on[n / 2]);
+  return r;
+}
+
 MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm) {
   const int64_t d_out = W.rows, d_in = W.cols, C = V.cols;
   if (V.rows != d_in || U.rows != C || U.cols != d_out)

@@ -38,6 +38,17 @@ int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order = nullptr);
 // Dense-k pattern: columns sorted by mass (descending); each of the first k must hold an
 // entry >= 0.9 (else one error), every entry > 0.1 in the other columns is an error.
 int64_t dense_k_error(const Mat& ci, int64_t k, std::vector<int64_t>* order = nullptr);
+// How much of the dense-k block each feature switches on: the block is the first k columns in
+// the dense-k order (by mass); per feature (row) count the block columns with CI > threshold.
+// dense_k_error only asks each block column to reach 0.9 on some feature; the paper's picture
+// (one block that co-activates for every feature) is every row counting k.
+struct BlockCoverage {
+  int64_t k = 0;           // block size asked for (columns beyond ci.cols count as never on)
+  int64_t min = 0, max = 0;
+  double median = 0;       // of the per-feature counts (mean of the two middle ones if even)
+  int64_t features_using_all = 0;
+};
+BlockCoverage dense_k_block_coverage(const Mat& ci, int64_t k, double threshold);
 
 // TMS MMCS / ML2R. W: [d_out, d_in] target; V: [d_in, C], U: [C, d_out]; P_c = u_c v_c^T.
 // For target column j: MMCS_j = max_c cos(P_c[:, j], W[:, j]), ML2R_j = ||P_best[:, j]|| / ||W[:, j]||.

@@ -94,6 +94,7 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
       if (it != dense_k.end()) {
         e.dense_k = it->second;
         e.dense_k_error = dense_k_error(e.ci_onehot, it->second, &e.order);
+        e.block_coverage = dense_k_block_coverage(e.ci_onehot, it->second, thr);
       }
     }
     if (nf > 0 && !L.embedding && L.tied_src < 0 && L.d_in == nf) {
@@ -117,6 +118,7 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     ge.ci_onehot = join_columns(parts);
     ge.dense_k_error = dense_k_error(ge.ci_onehot, g.k, &ge.order);
     ge.onehot_active = alive_components(ge.ci_onehot, thr);
+    ge.block_coverage = dense_k_block_coverage(ge.ci_onehot, g.k, thr);
     r.groups.push_back(ge);
   }
   return r;

@@ -18,6 +18,7 @@ struct LayerEval {
   int64_t large_norm = 0;       // subcomponents with ||u_c v_c^T|| > 0.1 max_c' (large_norm_components)
   int64_t identity_error = -1;  // on one-hot inputs scaled by 0.75 (-1: not applicable)
   int64_t dense_k = -1, dense_k_error = -1;  // when the config names k for this layer
+  BlockCoverage block_coverage;               // of that dense-k block (dense_k >= 0 only)
   bool has_mmcs = false;
   MMCSResult mm;                // TMS only: layers whose d_in is the number of features
   MMCSResult mm_large_norm;     // the same over the large-norm subcomponents only (rel 0.1)
@@ -30,6 +31,7 @@ struct GroupEval {
   DenseKGroup group;
   int64_t dense_k_error = 0;
   int64_t onehot_active = 0;  // columns of the joined matrix with an entry > ci_threshold
+  BlockCoverage block_coverage;  // of the joined k-column block
   Mat ci_onehot;              // the joined matrix [n_features, sum C] (for the heatmap)
   std::vector<int64_t> order;  // its columns by mass (the dense-k order)
 };

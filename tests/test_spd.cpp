@@ -437,6 +437,29 @@ TEST_CASE("spd: metrics (Hungarian, identity and dense-k patterns, CI_L0, MMCS/M
   d.a = {1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0.05};
   CHECK(decomp::dense_k_error(d, 2) == 0);
   CHECK(decomp::dense_k_error(d, 3) == 1);
+  // block coverage: every feature switches on both block columns (k = 2); with k = 3 the third
+  // column (mass 0.05) is never above 0.1
+  decomp::BlockCoverage bc = decomp::dense_k_block_coverage(d, 2, 0.1);
+  CHECK(bc.min == 2);
+  CHECK(bc.max == 2);
+  CHECK(bc.median == 2.0);
+  CHECK(bc.features_using_all == 3);
+  CHECK(decomp::dense_k_block_coverage(d, 3, 0.1).features_using_all == 0);
+  // a block the dense-k error accepts although features use only part of it: 4 features,
+  // columns by mass 0, 2, 1 (col 3 dead); per feature on-counts 1, 3, 2, 2 of k = 3
+  decomp::Mat part(4, 4);
+  part.a = {0.95, 0, 0, 0, 0.9, 0.92, 0.95, 0, 0.5, 0, 0.93, 0, 0.6, 0.3, 0, 0};
+  CHECK(decomp::dense_k_error(part, 3) == 0);
+  bc = decomp::dense_k_block_coverage(part, 3, 0.1);
+  CHECK(bc.k == 3);
+  CHECK(bc.min == 1);
+  CHECK(bc.max == 3);
+  CHECK(bc.median == 2.0);
+  CHECK(bc.features_using_all == 1);
+  CHECK(decomp::dense_k_block_coverage(part, 6, 0.1).max == 3);  // a block wider than C
+  CHECK(decomp::dense_k_block_coverage(part, 2, 0.1).median == 1.5);  // counts 1, 2, 2, 1 over cols 0, 2
+  CHECK(decomp::dense_k_block_coverage(part, 2, 0.5).median == 1.0);  // 0.5 is not above 0.5: 1, 2, 1, 1
+  CHECK_THROWS_WITH(decomp::dense_k_block_coverage(part, 0, 0.1), doctest::Contains("k >= 1"));
   CHECK(decomp::ci_l0(d, 0.1) == doctest::Approx(2.0));
   CHECK(decomp::alive_components(d, 0.1) == 2);
   CHECK(decomp::alive_components(d, 0.01) == 3);
@@ -529,6 +552,9 @@ TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices"
   CHECK(joined.cols == 8);
   CHECK(ev.groups[0].dense_k_error == decomp::dense_k_error(joined, 3));
   CHECK(ev.groups[0].onehot_active == decomp::alive_components(joined, cfg.ci_threshold));
+  CHECK(ev.groups[0].block_coverage.median == decomp::dense_k_block_coverage(joined, 3, cfg.ci_threshold).median);
+  CHECK(ev.groups[0].block_coverage.features_using_all ==
+        decomp::dense_k_block_coverage(joined, 3, cfg.ci_threshold).features_using_all);
   decomp::DenseKGroup bad{"typo group", {"linear1", "linear3"}, 2};
   CHECK_THROWS_WITH(decomp::evaluate(spd, eval_rng, {}, {bad}), doctest::Contains("typo group': no decomposed layer 'linear3'"));
   cj["dense_k_groups"][0].erase("k");
@@ -646,4 +672,14 @@ TEST_CASE("spd: result table prints '-' for the identity error of a dense-k laye
   const nlohmann::json m = pd_spd::metrics_json(spd, ev, decomp::TrainLog{}, nlohmann::json::object());
   CHECK(m["layers"]["hidden_layers.0"]["identity_ci_error"] == ev.layers[1].identity_error);
   CHECK(m["layers"]["hidden_layers.0"]["dense_k_error"] == ev.layers[1].dense_k_error);
+  const decomp::BlockCoverage bc = decomp::dense_k_block_coverage(ev.layers[1].ci_onehot, 3, cfg.ci_threshold);
+  const nlohmann::json& mc = m["layers"]["hidden_layers.0"]["dense_k_block_columns_per_feature"];
+  CHECK(mc["min"] == bc.min);
+  CHECK(mc["max"] == bc.max);
+  CHECK(mc["median"] == bc.median);
+  CHECK(mc["features_using_all_k"] == bc.features_using_all);
+  CHECK(!m["layers"]["linear1"].contains("dense_k_block_columns_per_feature"));
+  CHECK(pd_spd::result_table(spd, ev, -1).find("hidden_layers.0: a feature switches on " + std::to_string(bc.min) + "-" +
+                                               std::to_string(bc.max) + " of the 3 dense-k block columns") !=
+        std::string::npos);
 }

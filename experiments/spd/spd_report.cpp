@@ -20,6 +20,19 @@ std::string file_safe(const std::string& s) {
   return o;
 }
 
+// Per feature, how many of the k dense-k block columns have CI > ci_threshold on its one-hot input.
+static json coverage_json(const decomp::BlockCoverage& b) {
+  return {{"min", b.min}, {"median", b.median}, {"max", b.max}, {"features_using_all_k", b.features_using_all}};
+}
+
+static std::string coverage_line(const std::string& what, const decomp::BlockCoverage& b, int64_t n_features) {
+  std::ostringstream o;
+  o << what << ": a feature switches on " << b.min << "-" << b.max << " of the " << b.k
+    << " dense-k block columns (median " << b.median << "); " << b.features_using_all << " of " << n_features
+    << " features switch on all " << b.k << "\n";
+  return o.str();
+}
+
 json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
                   const json& extra) {
   json j = extra;
@@ -31,7 +44,9 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
               {"large_norm_components", e.large_norm},
               {"C", spd.cm.layers[spd.cm.index_of(e.name)].C}};
     if (e.identity_error >= 0) l["identity_ci_error"] = e.identity_error;
-    if (e.dense_k >= 0) l["dense_k"] = e.dense_k, l["dense_k_error"] = e.dense_k_error;
+    if (e.dense_k >= 0)
+      l["dense_k"] = e.dense_k, l["dense_k_error"] = e.dense_k_error,
+      l["dense_k_block_columns_per_feature"] = coverage_json(e.block_coverage);
     if (e.has_mmcs) {
       l["mmcs"] = e.mm.mmcs, l["ml2r"] = e.mm.ml2r;
       l["cos_per_feature"] = e.mm.cos_per_col, l["norm_ratio_per_feature"] = e.mm.ratio_per_col;
@@ -47,7 +62,8 @@ json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const de
       groups[g.group.name] = {{"layers", g.group.layers},
                               {"dense_k", g.group.k},
                               {"dense_k_error", g.dense_k_error},
-                              {"onehot_active_components", g.onehot_active}};
+                              {"onehot_active_components", g.onehot_active},
+                              {"dense_k_block_columns_per_feature", coverage_json(g.block_coverage)}};
     j["dense_k_groups"] = groups;
   }
   if (tms)
@@ -245,9 +261,13 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
     if (e.has_mmcs && (std::abs(e.mm.mmcs - e.mm_large_norm.mmcs) > 5e-5 || std::abs(e.mm.ml2r - e.mm_large_norm.ml2r) > 5e-5))
       o << e.name << ": over the norm>.1 subcomponents only, MMCS " << std::setprecision(4) << e.mm_large_norm.mmcs
         << ", ML2R " << e.mm_large_norm.ml2r << " (a near-zero-norm subcomponent wins some column's cosine)\n";
-  for (const decomp::GroupEval& g : ev.groups)
+  for (const decomp::LayerEval& e : ev.layers)
+    if (e.dense_k >= 0) o << coverage_line(e.name, e.block_coverage, e.ci_onehot.rows);
+  for (const decomp::GroupEval& g : ev.groups) {
     o << "cross-layer dense-k '" << g.group.name << "' (" << g.group.layers.size() << " layers): error "
       << g.dense_k_error << " (k=" << g.group.k << "), " << g.onehot_active << " components active on one-hot inputs\n";
+    o << coverage_line("  '" + g.group.name + "'", g.block_coverage, g.ci_onehot.rows);
+  }
   o << "final losses (eval batch):";
   for (auto& kv : ev.losses) o << "  " << kv.first << "=" << std::scientific << std::setprecision(3) << kv.second;
   o << "\n";
