@@ -27,7 +27,7 @@ TEST_CASE("bounds: rng is reproducible and its normals have unit variance") {
   }
   CHECK(std::fabs(s / n) < 0.01);
   CHECK(std::fabs(s2 / n - 1.0) < 0.015);
-  auto idx = r.sample_distinct(50, 20);
+  auto idx = sample_distinct(r, 50, 20);
   CHECK(std::set<int>(idx.begin(), idx.end()).size() == 20);
 }
 

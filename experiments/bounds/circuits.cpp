@@ -218,7 +218,7 @@ RotationResult run_rotation(const SuperposedNetwork& net) {
   std::vector<std::vector<int>> active(B);
   std::vector<std::vector<std::array<double, 2>>> x(B);
   for (int b = 0; b < B; ++b) {
-    active[b] = rng.sample_distinct(T, z);
+    active[b] = sample_distinct(rng, T, z);
     for (int k = 0; k < z; ++k) {
       const double phi = 2.0 * M_PI * rng.uniform();
       x[b].push_back({std::cos(phi), std::sin(phi)});

@@ -50,7 +50,7 @@ static void superpose_and_read(const std::vector<double>& V, int n, int m, int l
   std::vector<double> H(static_cast<size_t>(n) * B, 0.0);
   active.assign(B, {});
   for (int b = 0; b < B; ++b) {
-    active[b] = rng.sample_distinct(m, l);
+    active[b] = sample_distinct(rng, m, l);
     for (int a : active[b]) {
       const double* v = &V[static_cast<size_t>(a) * n];
       for (int k = 0; k < n; ++k) H[static_cast<size_t>(k) * B + b] += v[k];

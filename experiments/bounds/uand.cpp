@@ -42,7 +42,7 @@ UAndError measure_uand(const UAnd& net, int l, int trials, Rng& rng) {
     s[cls] += e, s2[cls] += e * e, n[cls] += 1;
   };
   for (int trial = 0; trial < trials; ++trial) {
-    auto act = rng.sample_distinct(net.m, net.m);  // a random permutation: first l are active
+    auto act = sample_distinct(rng, net.m, net.m);  // a random permutation: first l are active
     for (int k = 0; k < l; ++k)
       for (int i : net.wired[act[k]]) ++count[i];
     for (int x = 0; x < l; ++x)
