@@ -172,8 +172,9 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     }
     ad::write_file_atomic(dir + "/loss_curves.csv", csv.str());
     std::ostringstream gp;
-    gp << "set terminal pngcairo size 900,560\nset output '" << dir << "/loss_curves.png'\n"
-       << "set datafile separator ','\nset logscale y\nset key outside right\nset xlabel 'step'\n"
+    // Key below the axes: beside them it took half the width and the step labels ran together.
+    gp << "set terminal pngcairo size 900,620\nset output '" << dir << "/loss_curves.png'\n"
+       << "set datafile separator ','\nset logscale y\nset format y '%.0e'\nset key below maxrows 3\nset xlabel 'step'\n"
        << "set ylabel 'loss term (unweighted)'\nset title 'SPD loss terms: " << spd.target.name << "'\nplot ";
     for (size_t k = 0; k < cols.size(); ++k)
       gp << (k ? ", " : "") << "'" << dir << "/loss_curves.csv' using 1:" << k + 2 << " with lines lw 2 title '"
