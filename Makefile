@@ -21,7 +21,7 @@ ALL_CXXFLAGS = $(CXXFLAGS) $(EXTRA_FLAGS) -std=c++17 -Wall -Wextra -I. -MMD -MP
 ALL_LDFLAGS  = $(LDFLAGS) $(EXTRA_FLAGS)
 LDLIBS   += -lopenblas -lpthread
 
-LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp experiments/*.cpp experiments/*/*.cpp))
+LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp decomp/*/*.cpp experiments/*.cpp experiments/*/*.cpp))
 LIB_SRC  := $(filter-out experiments/pd_main.cpp,$(LIB_SRC))
 TEST_SRC := $(sort $(wildcard tests/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/%.o)

@@ -95,9 +95,9 @@ json ConfigSection::get_raw(const std::string& key) { return value(key); }
 
 void ConfigSection::accept(const std::string& key) { used_.insert(key); }
 
-void ConfigSection::finish() const {
+void ConfigSection::finish(const std::string& what) const {
   for (auto it = j_.begin(); it != j_.end(); ++it)
-    if (!used_.count(it.key())) error(it.key(), "unknown key");
+    if (!used_.count(it.key())) error(it.key(), what);
 }
 
 json read_json_file(const std::string& path) {

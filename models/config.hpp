@@ -40,11 +40,12 @@ class ConfigSection {
   json get_raw(const std::string& key);
   // Marks a key as consumed without reading it (e.g. "type", read earlier by a factory).
   void accept(const std::string& key);
-  // Throws on the first key that no get_* / accept call consumed.
-  void finish() const;
+  // Throws on the first key that no get_* / accept call consumed ("<key>: <what>").
+  void finish(const std::string& what = "unknown key") const;
 
   [[noreturn]] void error(const std::string& key, const std::string& what) const;
   const std::string& source() const { return source_; }
+  const json& raw() const { return j_; }
   std::string key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
  private:

@@ -8,9 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "decomp/trainer.hpp"
 #include "decomp/ci_ops.hpp"
 #include "decomp/metrics.hpp"
-#include "decomp/spd_eval.hpp"
+#include "decomp/evaluate.hpp"
 #include "experiments/spd/spd_report.hpp"
 #include "tests/audit.hpp"
 #include "tests/spd_test_util.hpp"
@@ -65,7 +66,7 @@ TEST_CASE("spd: faithfulness equals the hand-computed Frobenius residual") {
   set(spd.cm.layers[0].V, {1, 0, 0, 1, 1, 1});
   set(spd.cm.layers[0].U, {1, 0, 0, 1});
   // residual: [[0, -1], [2, -0.5], [-1, 2]] -> squares 0 + 1 + 4 + 0.25 + 1 + 4 = 10.25, / 6
-  CHECK(spd.faithfulness().item() == doctest::Approx(10.25 / 6).epsilon(1e-12));
+  CHECK(decomp::faithfulness(spd.cm).item() == doctest::Approx(10.25 / 6).epsilon(1e-12));
 }
 
 TEST_CASE("spd: importance minimality (p, beta) equals the hand-computed value") {
@@ -76,17 +77,17 @@ TEST_CASE("spd: importance minimality (p, beta) equals the hand-computed value")
   decomp::StepState st;
   st.g_upper = {ad::from_vector({0.5, 0, 1, 0.25}, {2, 2}, ad::DType::f64)};
   // p = 1: S = [1.5, 0.25], f = S / 2, sum f = 0.875 (+ the 1e-12 shifts)
-  CHECK(spd.importance_minimality(st, 1.0, 0.0).item() == doctest::Approx(0.875).epsilon(1e-9));
+  CHECK(decomp::importance_minimality(st.g_upper, 1.0, 0.0).item() == doctest::Approx(0.875).epsilon(1e-9));
   // p = 2: S = [1.25, 0.0625] -> 0.65625
-  CHECK(spd.importance_minimality(st, 2.0, 0.0).item() == doctest::Approx(0.65625).epsilon(1e-9));
+  CHECK(decomp::importance_minimality(st.g_upper, 2.0, 0.0).item() == doctest::Approx(0.65625).epsilon(1e-9));
   // beta = 0.5, p = 1: + 0.5 (0.75 log2 2.5 + 0.125 log2 1.25)
   const double want = 0.875 + 0.5 * (0.75 * std::log2(2.5) + 0.125 * std::log2(1.25));
-  CHECK(spd.importance_minimality(st, 1.0, 0.5).item() == doctest::Approx(want).epsilon(1e-9));
+  CHECK(decomp::importance_minimality(st.g_upper, 1.0, 0.5).item() == doctest::Approx(want).epsilon(1e-9));
   // two layers are summed
   st.g_upper.push_back(ad::from_vector({1, 1, 1, 1}, {2, 2}, ad::DType::f64));
-  CHECK(spd.importance_minimality(st, 1.0, 0.0).item() == doctest::Approx(0.875 + 2.0).epsilon(1e-9));
+  CHECK(decomp::importance_minimality(st.g_upper, 1.0, 0.0).item() == doctest::Approx(0.875 + 2.0).epsilon(1e-9));
   // p annealing: linear between the fractions
-  decomp::LossTermConfig lt;
+  decomp::PAnnealing lt;
   lt.p = 2, lt.p_final = 0.5, lt.anneal_start = 0.2, lt.anneal_end = 0.6;
   CHECK(lt.p_at(0.1) == 2.0);
   CHECK(lt.p_at(0.4) == doctest::Approx(1.25));
@@ -131,8 +132,8 @@ TEST_CASE("spd: recon losses equal hand-assembled MSEs; unmasked with exact VU i
   set(spd.cm.layers[0].U, {1, 0, 0, 1});
   decomp::Batch b = t.sample(4, rng);
   decomp::StepState st = spd.prepare(b, rng);
-  CHECK(spd.unmasked_recon(b, st).item() == doctest::Approx(0).epsilon(1e-20));
-  CHECK(spd.faithfulness().item() == doctest::Approx(0).epsilon(1e-20));
+  CHECK(decomp::unmasked_recon(spd, b, st).item() == doctest::Approx(0).epsilon(1e-20));
+  CHECK(decomp::faithfulness(spd.cm).item() == doctest::Approx(0).epsilon(1e-20));
   // CI-masked: m = g, no delta:  out = (h*g) U + b, D = mean of squared differences
   Tensor h = ad::matmul(b.x, spd.cm.layers[0].V);
   double want = 0;
@@ -145,12 +146,12 @@ TEST_CASE("spd: recon losses equal hand-assembled MSEs; unmasked with exact VU i
       }
       want += (y - yt) * (y - yt) / 8;
     }
-  CHECK(spd.ci_masked_recon(b, st).item() == doctest::Approx(want).epsilon(1e-10));
+  CHECK(decomp::ci_masked_recon(spd, b, st).item() == doctest::Approx(want).epsilon(1e-10));
   // Stochastic recon with exact components: out = (h*(m - md)) U + md (h U) + b, so the
   // error is h*(m-1)*(1-md)... checked against the same sources drawn from a copy of the rng.
   ad::Rng r1(77), r2(77);
-  const double got = spd.stochastic_recon(b, st, decomp::Routing::all, 0.5, 1, r1).item();
-  decomp::SPD::Sources src = spd.draw_sources(st, r2);
+  const double got = decomp::stochastic_recon(spd, b, st, decomp::Routing::all, 0.5, 1, r1).item();
+  decomp::MaskSources src = spd.draw_sources(st, r2);
   double want2 = 0;
   for (int64_t i = 0; i < 4; ++i)
     for (int64_t o = 0; o < 2; ++o) {
@@ -261,17 +262,16 @@ TEST_CASE("spd: sign-PGD adversarial sources match a hand computation (shared an
     return L;
   };
   auto term = [](const std::string& scope, const std::string& init, int steps) {
-    decomp::LossTermConfig lt;
-    lt.name = "pgd_recon";
-    lt.pgd_scope = scope, lt.pgd_init = init, lt.pgd_steps = steps, lt.pgd_step_size = 1.0;
+    decomp::PgdParams lt;
+    lt.scope = scope, lt.init = init, lt.steps = steps, lt.step_size = 1.0;
     return lt;
   };
   ad::Rng r(5);
   // no ascent: zeros = the CI-masked loss (m = g, m_delta = 0); ones = the target (m = m_delta = 1)
-  CHECK(spd.pgd_recon(b, st, term("shared", "zeros", 0), r).item() ==
-        doctest::Approx(spd.ci_masked_recon(b, st).item()).epsilon(1e-12));
-  CHECK(spd.pgd_recon(b, st, term("shared", "ones", 0), r).item() == doctest::Approx(0).epsilon(1e-20));
-  CHECK(spd.pgd_recon(b, st, term("shared", "zeros", 0), r).item() ==
+  CHECK(decomp::pgd_recon(spd, b, st, term("shared", "zeros", 0), r).item() ==
+        doctest::Approx(decomp::ci_masked_recon(spd, b, st).item()).epsilon(1e-12));
+  CHECK(decomp::pgd_recon(spd, b, st, term("shared", "ones", 0), r).item() == doctest::Approx(0).epsilon(1e-20));
+  CHECK(decomp::pgd_recon(spd, b, st, term("shared", "zeros", 0), r).item() ==
         doctest::Approx(hand_loss(std::vector<double>(8, 0.0), std::vector<double>(4, 0.0))).epsilon(1e-12));
   // one unit sign step from a uniform start u: s = clamp(u + sign(dL/ds), 0, 1), i.e. 1 where
   // dL/ds > 0 and 0 where < 0 (central differences of the hand loss at u give the sign; shared
@@ -308,13 +308,13 @@ TEST_CASE("spd: sign-PGD adversarial sources match a hand computation (shared an
         }
       }
     }
-    const double got = spd.pgd_recon(b, st, term(scope, "uniform", 1), r_pgd).item();
+    const double got = decomp::pgd_recon(spd, b, st, term(scope, "uniform", 1), r_pgd).item();
     INFO("scope " << scope << ": " << ups << " sources up, " << downs << " down");
     CHECK(got == doctest::Approx(hand_loss(S, Sd)).epsilon(1e-12));
     {  // as an evaluation monitor, inside a NoGradGuard, the inner ascent still runs
       ad::NoGradGuard ng;
       ad::Rng r_mon(11);
-      CHECK(spd.pgd_recon(b, st, term(scope, "uniform", 1), r_mon).item() == doctest::Approx(got).epsilon(1e-14));
+      CHECK(decomp::pgd_recon(spd, b, st, term(scope, "uniform", 1), r_mon).item() == doctest::Approx(got).epsilon(1e-14));
     }
     CHECK(got > hand_loss(S0, D0));  // the step made the masks worse than the start
     CHECK(downs > 0);
@@ -359,7 +359,7 @@ TEST_CASE("spd: gradient audit of every loss term and CI function type (float64,
         auto f = [&](const std::vector<Tensor>&) {
           ad::Rng r(123);  // identical masks in every evaluation
           decomp::StepState st = spd.prepare(b, r);
-          return spd.term(cfg.losses[0], b, st, 0.5, r);
+          return spd.term(*cfg.losses[0], b, st, 0.5, r);
         };
         ad::GradcheckOptions o;
         o.max_coords_per_input = 6;
@@ -558,17 +558,19 @@ TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices"
   decomp::DenseKGroup bad{"typo group", {"linear1", "linear3"}, 2};
   CHECK_THROWS_WITH(decomp::evaluate(spd, eval_rng, {}, {bad}), doctest::Contains("typo group': no decomposed layer 'linear3'"));
   cj["dense_k_groups"][0].erase("k");
-  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0]: needs"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].k: required key is missing"));
   cj["dense_k_groups"][0]["k"] = 2;
   cj["dense_k_groups"][0]["layer"] = {"linear1"};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("unknown key 'layer'"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].layer: unknown key"));
 }
 
 TEST_CASE("spd: config errors name the file and field") {
   nlohmann::json j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"coef", 1}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("cfg.json: losses[0]: unknown key 'coef'"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+                    doctest::Contains("cfg.json: losses[0].coef: is not a key of loss term 'stochastic_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "stochastic"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("unknown loss term 'stochastic'"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+                    doctest::Contains("cfg.json: losses[0].name: unknown loss term 'stochastic'"));
   j = {{"C", 2}, {"ci_fn", {{"type", "mlp"}, {"hidden", {4, 4}}}}, {"losses", {{{"name", "faithfulness"}}}}};
   OneLinear m;
   decomp::Target t = m.target();
@@ -577,40 +579,80 @@ TEST_CASE("spd: config errors name the file and field") {
   // sign-PGD fields: only on pgd_recon terms, and checked
   j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"pgd_steps", 2}}}}};
   CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
-                    doctest::Contains("cfg.json: losses[0]: 'pgd_steps' applies only to pgd_recon terms"));
+                    doctest::Contains("cfg.json: losses[0].pgd_steps: is not a key of loss term 'stochastic_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon_subset"}, {"pgd_init", "random"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("losses[0]: pgd_init must be uniform, ones or zeros"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("losses[0].pgd_init: must be uniform, ones or zeros"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"pgd_scope", "batch"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_scope must be shared or per_example"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_scope: must be shared or per_example"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"pgd_step_size", 0}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_step_size > 0"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_step_size: must be > 0"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"routing", "layerwise"}}}}};
   CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("routing all, uniform_k or static_p"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon_subset"}, {"pgd_steps", 3}}}}};
   const decomp::SPDConfig ok = decomp::parse_spd_config(j, "cfg.json");
-  CHECK(ok.losses[0].routing == decomp::Routing::uniform_k);
-  CHECK(ok.losses[0].pgd_steps == 3);
-  CHECK(ok.losses[0].pgd_init == "uniform");
-  CHECK(ok.losses[0].pgd_scope == "shared");
+  const nlohmann::json okp = ok.losses[0]->params();
+  CHECK(okp["routing"] == "uniform_k");
+  CHECK(okp["pgd_steps"] == 3);
+  CHECK(okp["pgd_init"] == "uniform");
+  CHECK(okp["pgd_scope"] == "shared");
   // A field the term would ignore is refused, naming the term.
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"n_mask_samples", 4}}}}};
   CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
-                    doctest::Contains("losses[0]: 'n_mask_samples' applies only to stochastic_recon terms, not 'pgd_recon'"));
+                    doctest::Contains("losses[0].n_mask_samples: is not a key of loss term 'pgd_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "faithfulness"}, {"p", 1}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("'p' applies only to importance_minimality"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("losses[0].p: is not a key of loss term 'faithfulness'"));
   j = {{"C", 2}, {"losses", {{{"name", "ci_masked_recon"}, {"routing", "all"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("'routing' applies only to stochastic_recon,"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("routing: is not a key of loss term 'ci_masked_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon_layerwise"}, {"route_p", 0.5}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("'route_p' applies only to"));
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+                    doctest::Contains("route_p: is not a key of loss term 'stochastic_recon_layerwise'"));
   j = {{"C", 2},
        {"losses",
         {{{"name", "stochastic_recon_layerwise"}, {"n_mask_samples", 2}},
          {{"name", "stochastic_recon"}, {"routing", "static_p"}, {"route_p", 0.5}},
          {{"name", "importance_minimality"}, {"p", 1}, {"p_final", 0.5}, {"beta", 2}}}}};
   const decomp::SPDConfig fields = decomp::parse_spd_config(j, "cfg.json");
-  CHECK(fields.losses[0].n_mask_samples == 2);
-  CHECK(fields.losses[1].routing == decomp::Routing::static_p);
-  CHECK(fields.losses[2].beta == 2);
+  CHECK(fields.losses[0]->params()["n_mask_samples"] == 2);
+  CHECK(fields.losses[1]->params()["routing"] == "static_p");
+  CHECK(fields.losses[2]->params()["beta"] == 2);
+  // A kind configured twice needs distinct labels; metrics and logs use the labels.
+  j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}}, {{"name", "stochastic_recon"}, {"n_mask_samples", 2}}}}};
+  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+                    doctest::Contains("losses[1].label: 'stochastic_recon' names two terms"));
+  j["losses"][1]["label"] = "stochastic_recon_x2";
+  const decomp::SPDConfig twice = decomp::parse_spd_config(j, "cfg.json");
+  CHECK(twice.losses[1]->label == "stochastic_recon_x2");
+  CHECK(twice.losses[1]->kind == "stochastic_recon");
+}
+
+// Evaluation reports each configured term with its own parameters under its label; the
+// monitor kinds fill in only the names no configured term took. A stochastic_recon routed
+// to no layer (static_p, p = 0) reconstructs the target exactly, so its value is 0, while the
+// default stochastic_recon (every layer masked) is not.
+TEST_CASE("spd: evaluation reports a configured term with its own parameters, and each label once") {
+  OneLinear m;
+  decomp::Target t = m.target();
+  t.n_features = 0;
+  nlohmann::json j = {{"C", 2},
+                      {"eval_batch", 64},
+                      {"losses",
+                       {{{"name", "stochastic_recon"}, {"routing", "static_p"}, {"route_p", 0.0}},
+                        {{"name", "stochastic_recon"}, {"label", "stochastic_recon_all"}, {"n_mask_samples", 2}},
+                        {{"name", "ci_masked_recon"}, {"coeff", 0}}}}};
+  const decomp::SPDConfig cfg = decomp::parse_spd_config(j, "eval.json");
+  ad::Rng init(4);
+  decomp::SPD spd(t, cfg, init);
+  ad::Rng eval_rng(6);
+  const decomp::EvalResult ev = decomp::evaluate(spd, eval_rng);
+  REQUIRE(ev.losses.count("stochastic_recon") == 1);
+  CHECK(ev.losses.at("stochastic_recon") == 0.0);
+  REQUIRE(ev.losses.count("stochastic_recon_all") == 1);
+  CHECK(ev.losses.at("stochastic_recon_all") > 1e-6);
+  // the monitors not configured are there once, under their kind names
+  for (const char* k : {"ci_masked_recon", "unmasked_recon", "faithfulness"}) CHECK(ev.losses.count(k) == 1);
+  CHECK(ev.losses.size() == 5);
+  const std::vector<std::shared_ptr<const decomp::LossTerm>> terms = decomp::evaluated_terms(cfg);
+  CHECK(terms.size() == 5);
 }
 
 TEST_CASE("spd: a non-finite loss stops training with the step, the term values and the first bad op") {
@@ -655,7 +697,7 @@ TEST_CASE("spd: result table prints '-' for the identity error of a dense-k laye
   REQUIRE(ev.layers[1].dense_k == 3);
   // Row fields: layer C alive norm>.1 CI_L0 id-err dense-k-error (k=..) MMCS ML2R
   std::map<std::string, std::vector<std::string>> rows;
-  std::istringstream table(pd_spd::result_table(spd, ev, -1));
+  std::istringstream table(pd::result_table(spd, ev, -1));
   for (std::string line; std::getline(table, line);) {
     std::istringstream fields(line);
     std::vector<std::string> f;
@@ -669,7 +711,7 @@ TEST_CASE("spd: result table prints '-' for the identity error of a dense-k laye
   CHECK(rows["hidden_layers.0"][5] == "-");
   CHECK(rows["hidden_layers.0"][6] == std::to_string(ev.layers[1].dense_k_error));
   CHECK(rows["hidden_layers.0"][7] == "(k=3)");
-  const nlohmann::json m = pd_spd::metrics_json(spd, ev, decomp::TrainLog{}, nlohmann::json::object());
+  const nlohmann::json m = decomp::metrics_json(spd, ev, decomp::TrainLog{}, nlohmann::json::object());
   CHECK(m["layers"]["hidden_layers.0"]["identity_ci_error"] == ev.layers[1].identity_error);
   CHECK(m["layers"]["hidden_layers.0"]["dense_k_error"] == ev.layers[1].dense_k_error);
   const decomp::BlockCoverage bc = decomp::dense_k_block_coverage(ev.layers[1].ci_onehot, 3, cfg.ci_threshold);
@@ -679,7 +721,7 @@ TEST_CASE("spd: result table prints '-' for the identity error of a dense-k laye
   CHECK(mc["median"] == bc.median);
   CHECK(mc["features_using_all_k"] == bc.features_using_all);
   CHECK(!m["layers"]["linear1"].contains("dense_k_block_columns_per_feature"));
-  CHECK(pd_spd::result_table(spd, ev, -1).find("hidden_layers.0: a feature switches on " + std::to_string(bc.min) + "-" +
+  CHECK(pd::result_table(spd, ev, -1).find("hidden_layers.0: a feature switches on " + std::to_string(bc.min) + "-" +
                                                std::to_string(bc.max) + " of the 3 dense-k block columns") !=
         std::string::npos);
 }

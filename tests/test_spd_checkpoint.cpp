@@ -6,7 +6,8 @@
 #include <filesystem>
 
 #include "autodiff/fileio.hpp"
-#include "experiments/spd/spd_checkpoint.hpp"
+#include "decomp/trainer.hpp"
+#include "decomp/run/checkpoint.hpp"
 #include "tests/spd_test_util.hpp"
 
 namespace {
@@ -43,25 +44,25 @@ TEST_CASE("spd: stop + checkpoint file + resume gives the same bits as an uninte
     int saves = 0;
     hooks.checkpoint = [&](int64_t next, const ad::Adam& opt, const ad::Rng& r, const decomp::TrainLog& l) {
       ++saves;
-      pd_spd::save_spd_checkpoint(path, b, opt, r, l, next, 1.5, j, "tiny", "0123456789abcdef");
+      decomp::save_spd_checkpoint(path, b, opt, r, l, next, 1.5, j, "tiny", "0123456789abcdef");
     };
     CHECK(decomp::train_spd(b, rng_b, &log_b, {}, &hooks) == 13);
     CHECK(saves == 1);
   }
   // a fresh process: new SPD with other initial values, everything restored from the file
-  const pd_spd::SpdCheckpoint ck = pd_spd::read_spd_checkpoint(path);
+  const decomp::SpdCheckpoint ck = decomp::read_spd_checkpoint(path);
   CHECK(ck.step == 13);
   CHECK(ck.wall_s == 1.5);
   CHECK(ck.target_fingerprint == "0123456789abcdef");
   CHECK(ck.config == j);
   ad::Rng rng_c(999);
   decomp::SPD c(tgt, cfg, rng_c);
-  pd_spd::restore_params(ck, c);
+  decomp::restore_params(ck, c);
   rng_c.set_state(ck.rng);
   decomp::TrainLog log_c = ck.log;
   decomp::TrainHooks hooks;
   hooks.start_step = ck.step;
-  hooks.restore_optimizer = [&](ad::Adam& opt) { pd_spd::restore_optimizer(ck, c, opt); };
+  hooks.restore_optimizer = [&](ad::Adam& opt) { decomp::restore_optimizer(ck, c, opt); };
   CHECK(decomp::train_spd(c, rng_c, &log_c, {}, &hooks) == 30);
   const std::vector<ad::Tensor> pa = a.all_params(), pc = c.all_params();
   REQUIRE(pa.size() == pc.size());
@@ -77,11 +78,11 @@ TEST_CASE("spd: stop + checkpoint file + resume gives the same bits as an uninte
 TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get errors naming the file") {
   const std::string path = (std::filesystem::temp_directory_path() / "pd_test_not_spd_checkpoint.safetensors").string();
   ad::save_safetensors(path, {{"x", ad::zeros({2})}}, {{"format", "pd-spd-v1"}});
-  CHECK_THROWS_WITH(pd_spd::read_spd_checkpoint(path), doctest::Contains((path + ": not an SPD checkpoint").c_str()));
+  CHECK_THROWS_WITH(decomp::read_spd_checkpoint(path), doctest::Contains((path + ": not an SPD checkpoint").c_str()));
   ad::save_safetensors(path, {{"x", ad::zeros({2})}},
                        {{"format", "pd-spd-checkpoint-v1"}, {"step", "3"}, {"config", "{"}, {"target_checkpoint", "t"},
                         {"target_fingerprint", "f"}, {"wall_s", "1"}, {"param_steps", "[]"}, {"rng", "{}"}, {"log", "{}"}});
-  CHECK_THROWS_WITH(pd_spd::read_spd_checkpoint(path), doctest::Contains("'config' is not valid JSON"));
+  CHECK_THROWS_WITH(decomp::read_spd_checkpoint(path), doctest::Contains("'config' is not valid JSON"));
   // valid metadata but the run's tensors are missing
   spd_test::TinyTMS tms(5, 2, false, ad::DType::f32);
   decomp::Target tgt = tms.target();
@@ -93,8 +94,8 @@ TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get
                         {"target_fingerprint", "f"}, {"wall_s", "1"}, {"param_steps", "[]"},
                         {"rng", R"({"s": ["0000000000000001", "0000000000000002", "0000000000000003", "0000000000000004"], "has_spare": false, "spare_bits": "0000000000000000"})"},
                         {"log", R"({"steps": [], "values": {}, "seconds": 0})"}});
-  const pd_spd::SpdCheckpoint ck = pd_spd::read_spd_checkpoint(path);
-  CHECK_THROWS_WITH(pd_spd::restore_params(ck, spd), doctest::Contains("tensor 'param/"));
+  const decomp::SpdCheckpoint ck = decomp::read_spd_checkpoint(path);
+  CHECK_THROWS_WITH(decomp::restore_params(ck, spd), doctest::Contains("tensor 'param/"));
   std::filesystem::remove(path);
 }
 
@@ -115,7 +116,7 @@ TEST_CASE("spd: faithfulness warmup fits sum_c U V to W before training and leav
   const std::vector<double> ci_before = b.cm.ci_params()[0].to_vector();
   CHECK(decomp::train_spd(a, rng_a, nullptr) == 0);
   CHECK(decomp::train_spd(b, rng_b, nullptr) == 0);
-  const double f_init = a.faithfulness().item(), f_warm = b.faithfulness().item();
+  const double f_init = decomp::faithfulness(a.cm).item(), f_warm = decomp::faithfulness(b.cm).item();
   MESSAGE("faithfulness: initial " << f_init << ", after 200 warmup steps " << f_warm);
   CHECK(f_init > 0.01);
   CHECK(f_warm < 1e-3 * f_init);

@@ -157,7 +157,7 @@ TEST_CASE("spd: reusing the cached target pass changes neither losses nor gradie
           spd.reuse_target_pass = reuse;
           ad::Rng r(99);
           decomp::StepState st = spd.prepare(b, r);
-          Tensor loss = spd.term(spd.cfg.losses[0], b, st, 0.5, r);
+          Tensor loss = spd.term(*spd.cfg.losses[0], b, st, 0.5, r);
           std::vector<Tensor> g = ad::grad(loss, params);
           g.push_back(loss);
           return g;

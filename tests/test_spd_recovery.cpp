@@ -5,9 +5,10 @@
 #include <cstdio>
 #include <sstream>
 
+#include "decomp/trainer.hpp"
 #include "decomp/metrics.hpp"
-#include "decomp/spd_eval.hpp"
-#include "experiments/spd/spd_audit.hpp"
+#include "decomp/evaluate.hpp"
+#include "decomp/run/audit.hpp"
 #include "tests/spd_test_util.hpp"
 
 TEST_CASE("spd: TMS 5-2 decomposition recovers the five features (slow-ish, ~tens of seconds)") {
@@ -42,7 +43,7 @@ TEST_CASE("spd: pd audit passes on the TMS 5-2 and residual MLP configs (float64
   for (const char* cfg : {"experiments/configs/spd_tms_5-2.json", "experiments/configs/spd_tms_5-2-id.json",
                           "experiments/configs/spd_resid_mlp1.json", "experiments/configs/spd_resid_mlp2.json"}) {
     std::ostringstream out;
-    const bool ok = pd_spd::audit_config(cfg, 6, 8, false, out);
+    const bool ok = decomp::audit_config(cfg, 6, 8, false, out);
     INFO(out.str());
     CHECK_MESSAGE(ok, cfg);
     CHECK(out.str().find("audit passed") != std::string::npos);

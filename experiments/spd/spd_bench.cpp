@@ -5,7 +5,7 @@
 // experiments/pytorch/spd_step_bench.py is the same step in plain PyTorch eager.
 #include "autodiff/optim.hpp"
 #include "experiments/bench.hpp"
-#include "experiments/spd/spd_target.hpp"
+#include "decomp/run/target.hpp"
 
 namespace {
 
@@ -40,7 +40,7 @@ pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd
   decomp::SPDConfig sc = decomp::parse_spd_config(cfg, spd_config);
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, run_config);
-  return time_spd_step(pd_spd::make_target(model, run, {}), sc, batch, 1e-3, opt);
+  return time_spd_step(decomp::make_target(model, run, {}), sc, batch, 1e-3, opt);
 }
 
 // One training step of a shipped decomposition config (its C, CI functions, every loss term
@@ -55,7 +55,7 @@ pd::BenchJson bench_spd_config(const char* spd_config, const pd::BenchOptions& o
   const int64_t batch = opt.quick ? std::min<int64_t>(sc.train.batch_size, 64) : sc.train.batch_size;
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, spd_config);
-  return time_spd_step(pd_spd::make_target(model, run, layers), sc, batch, sc.train.lr, opt);
+  return time_spd_step(decomp::make_target(model, run, layers), sc, batch, sc.train.lr, opt);
 }
 
 pd::BenchJson bench_tms52(const pd::BenchOptions& o) { return bench_spd("spd_tms_5-2", "experiments/configs/tms_5-2.json", o); }

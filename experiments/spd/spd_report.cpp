@@ -9,7 +9,7 @@
 #include "autodiff/fileio.hpp"
 #include "autodiff/safetensors.hpp"
 
-namespace pd_spd {
+namespace pd {
 
 using nlohmann::json;
 
@@ -20,87 +20,12 @@ std::string file_safe(const std::string& s) {
   return o;
 }
 
-// Per feature, how many of the k dense-k block columns have CI > ci_threshold on its one-hot input.
-static json coverage_json(const decomp::BlockCoverage& b) {
-  return {{"min", b.min}, {"median", b.median}, {"max", b.max}, {"features_using_all_k", b.features_using_all}};
-}
-
 static std::string coverage_line(const std::string& what, const decomp::BlockCoverage& b, int64_t n_features) {
   std::ostringstream o;
   o << what << ": a feature switches on " << b.min << "-" << b.max << " of the " << b.k
     << " dense-k block columns (median " << b.median << "); " << b.features_using_all << " of " << n_features
     << " features switch on all " << b.k << "\n";
   return o.str();
-}
-
-json metrics_json(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
-                  const json& extra) {
-  json j = extra;
-  json layers = json::object();
-  const decomp::LayerEval* tms = nullptr;  // the first layer with MMCS (TMS linear1): the run's figures
-  for (const decomp::LayerEval& e : ev.layers) {
-    json l = {{"ci_l0", e.ci_l0},
-              {"alive_components", e.alive},
-              {"large_norm_components", e.large_norm},
-              {"C", spd.cm.layers[spd.cm.index_of(e.name)].C}};
-    if (e.identity_error >= 0) l["identity_ci_error"] = e.identity_error;
-    if (e.dense_k >= 0)
-      l["dense_k"] = e.dense_k, l["dense_k_error"] = e.dense_k_error,
-      l["dense_k_block_columns_per_feature"] = coverage_json(e.block_coverage);
-    if (e.has_mmcs) {
-      l["mmcs"] = e.mm.mmcs, l["ml2r"] = e.mm.ml2r;
-      l["cos_per_feature"] = e.mm.cos_per_col, l["norm_ratio_per_feature"] = e.mm.ratio_per_col;
-      l["mmcs_large_norm"] = e.mm_large_norm.mmcs, l["ml2r_large_norm"] = e.mm_large_norm.ml2r;
-      if (!tms) tms = &e;
-    }
-    layers[e.name] = l;
-  }
-  j["layers"] = layers;
-  if (!ev.groups.empty()) {
-    json groups = json::object();
-    for (const decomp::GroupEval& g : ev.groups)
-      groups[g.group.name] = {{"layers", g.group.layers},
-                              {"dense_k", g.group.k},
-                              {"dense_k_error", g.dense_k_error},
-                              {"onehot_active_components", g.onehot_active},
-                              {"dense_k_block_columns_per_feature", coverage_json(g.block_coverage)}};
-    j["dense_k_groups"] = groups;
-  }
-  if (tms)
-    j["mmcs"] = tms->mm.mmcs, j["ml2r"] = tms->mm.ml2r, j["mmcs_large_norm"] = tms->mm_large_norm.mmcs,
-    j["ml2r_large_norm"] = tms->mm_large_norm.ml2r;
-  j["eval_losses"] = ev.losses;
-  json last = json::object();
-  for (auto& kv : log.values)
-    if (!kv.second.empty()) last[kv.first] = kv.second.back();
-  j["final_train_losses"] = last;
-  j["spd_train_seconds"] = log.seconds;
-  j["steps"] = spd.cfg.train.steps;
-  j["steps_per_s"] = log.seconds > 0 ? (double)spd.cfg.train.steps / log.seconds : 0.0;
-  return j;
-}
-
-void save_decomposition(const decomp::SPD& spd, const std::string& path, const json& config,
-                        const std::string& target_fingerprint) {
-  std::map<std::string, ad::Tensor> t;
-  std::vector<ad::Tensor> p = spd.all_params();
-  std::vector<std::string> n = spd.all_param_names();
-  for (size_t i = 0; i < p.size(); ++i) t[n[i]] = p[i];
-  ad::save_safetensors(path, t, {{"spd_config", config.dump()}, {"target_fingerprint", target_fingerprint}, {"format", "pd-spd-v1"}});
-}
-
-void load_decomposition(decomp::SPD& spd, const std::string& path) {
-  ad::SafeTensors st = ad::load_safetensors(path);
-  std::vector<ad::Tensor> p = spd.all_params();
-  std::vector<std::string> n = spd.all_param_names();
-  for (size_t i = 0; i < p.size(); ++i) {
-    auto it = st.tensors.find(n[i]);
-    if (it == st.tensors.end()) ad::fail(path + ": tensor '" + n[i] + "' missing");
-    if (it->second.shape() != p[i].shape())
-      ad::fail(path + ": tensor '" + n[i] + "' has shape " + it->second.shape().str() + ", expected " +
-               p[i].shape().str());
-    ad::copy_into(p[i], it->second);
-  }
 }
 
 static bool have_gnuplot() {
@@ -276,4 +201,4 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
   return o.str();
 }
 
-}  // namespace pd_spd
+}  // namespace pd

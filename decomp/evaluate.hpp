@@ -39,8 +39,13 @@ struct GroupEval {
 struct EvalResult {
   std::vector<LayerEval> layers;
   std::vector<GroupEval> groups;
-  std::map<std::string, double> losses;  // every configured term on the eval batch
+  std::map<std::string, double> losses;  // evaluated_terms() by label, on the eval batch
 };
+
+// What evaluation reports: every configured term (its own parameters, by label), then each
+// monitor kind of the loss-term table that no configured term is labelled as, with default
+// parameters.
+std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const SPDConfig& cfg);
 
 // dense_k: layer name -> k of the expected dense-k pattern (others use the identity order);
 // groups: cross-layer dense-k patterns (needs one-hot inputs, i.e. a target with features).

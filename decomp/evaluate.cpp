@@ -1,4 +1,4 @@
-#include "decomp/spd_eval.hpp"
+#include "decomp/evaluate.hpp"
 
 #include <algorithm>
 
@@ -31,6 +31,17 @@ Mat join_columns(const std::vector<const Mat*>& parts) {
   return m;
 }
 
+std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const SPDConfig& cfg) {
+  std::vector<std::shared_ptr<const LossTerm>> terms = cfg.losses;
+  for (const auto& kv : loss_term_table()) {
+    if (!kv.second.monitor) continue;
+    bool taken = false;  // a configured term already reports under this name
+    for (const auto& t : cfg.losses) taken = taken || t->label == kv.first;
+    if (!taken) terms.push_back(make_loss_term(kv.first));
+  }
+  return terms;
+}
+
 EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k,
                     const std::vector<DenseKGroup>& groups) {
   ad::NoGradGuard ng;
@@ -45,19 +56,13 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
   std::vector<double> l0_sum(cm.layers.size(), 0.0);
   std::vector<int64_t> rows(cm.layers.size(), 0);
   std::vector<std::vector<bool>> any_active(cm.layers.size());
+  const std::vector<std::shared_ptr<const LossTerm>> terms = evaluated_terms(spd.cfg);
   for (int64_t done = 0; done < total; done += chunk) {
     const int64_t n = std::min(chunk, total - done);
     const double w = (double)n / (double)total;
     Batch b = spd.target.sample(n, rng);
     StepState st = spd.prepare(b, rng);
-    std::map<std::string, double> part;
-    for (const LossTermConfig& t : spd.cfg.losses) part[t.name] = spd.term(t, b, st, 1.0, rng).item();
-    // Monitors are always reported, configured or not.
-    part["ci_masked_recon"] = spd.ci_masked_recon(b, st).item();
-    part["unmasked_recon"] = spd.unmasked_recon(b, st).item();
-    part["faithfulness"] = spd.faithfulness().item();
-    part["stochastic_recon"] = spd.stochastic_recon(b, st, Routing::all, 0.5, 1, rng).item();
-    for (auto& kv : part) r.losses[kv.first] += w * kv.second;
+    for (const auto& t : terms) r.losses[t->label] += w * spd.term(*t, b, st, 1.0, rng).item();
     for (size_t l = 0; l < cm.layers.size(); ++l) {
       Mat g = to_mat(st.g_lower[l]);
       l0_sum[l] += ci_l0(g, thr) * (double)g.rows;

@@ -1,4 +1,4 @@
-// Builds the decomp::Target for a models/ target from the "target" section of a
+// Builds the Target for a models/ target from the "target" section of a
 // decomposition config:
 //   "target": {"run_config": "experiments/configs/tms_5-2.json" | {...inline run config...},
 //              "checkpoint": "path/model.safetensors" (optional: trained first when absent),
@@ -13,12 +13,12 @@
 #include "models/model.hpp"
 #include "models/train.hpp"
 
-namespace pd_spd {
+namespace decomp {
 
 struct LoadedTarget {
   std::shared_ptr<models::Model> model;
   models::RunConfig run;
-  decomp::Target target;
+  Target target;
   double train_seconds = 0;  // target training time (0 when loaded from a checkpoint)
   std::string checkpoint;    // where the target weights came from / were written
 };
@@ -28,8 +28,8 @@ struct LoadedTarget {
 LoadedTarget load_target(const nlohmann::json& cfg, const std::string& config_path, const std::string& train_dir,
                          ad::DType dtype = ad::DType::f32, bool quiet = false);
 
-// decomp::Target over an existing model (the data distribution from run.data).
-decomp::Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
+// Target over an existing model (the data distribution from run.data).
+Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
                            const std::vector<std::string>& layer_names);
 
-}  // namespace pd_spd
+}  // namespace decomp

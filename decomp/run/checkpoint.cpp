@@ -1,9 +1,9 @@
-#include "experiments/spd/spd_checkpoint.hpp"
+#include "decomp/run/checkpoint.hpp"
 
 #include <cstdio>
 #include <cstring>
 
-namespace pd_spd {
+namespace decomp {
 
 using nlohmann::json;
 
@@ -44,8 +44,8 @@ std::string target_fingerprint(const models::Model& m) {
   return hex64(h);
 }
 
-void save_spd_checkpoint(const std::string& path, const decomp::SPD& spd, const ad::Adam& opt, const ad::Rng& rng,
-                         const decomp::TrainLog& log, int64_t step, double wall_s, const json& config,
+void save_spd_checkpoint(const std::string& path, const SPD& spd, const ad::Adam& opt, const ad::Rng& rng,
+                         const TrainLog& log, int64_t step, double wall_s, const json& config,
                          const std::string& target_checkpoint, const std::string& fingerprint) {
   std::map<std::string, ad::Tensor> t;
   const std::vector<ad::Tensor> p = spd.all_params();
@@ -130,13 +130,13 @@ static const ad::Tensor& tensor_of(const SpdCheckpoint& ck, const std::string& n
   return it->second;
 }
 
-void restore_params(const SpdCheckpoint& ck, decomp::SPD& spd) {
+void restore_params(const SpdCheckpoint& ck, SPD& spd) {
   std::vector<ad::Tensor> p = spd.all_params();
   const std::vector<std::string> n = spd.all_param_names();
   for (size_t i = 0; i < p.size(); ++i) ad::copy_into(p[i], tensor_of(ck, "param/" + n[i], p[i]));
 }
 
-void restore_optimizer(const SpdCheckpoint& ck, const decomp::SPD& spd, ad::Adam& opt) {
+void restore_optimizer(const SpdCheckpoint& ck, const SPD& spd, ad::Adam& opt) {
   const std::vector<ad::Tensor> p = spd.all_params();
   const std::vector<std::string> n = spd.all_param_names();
   if (ck.param_steps.size() != p.size())
@@ -150,4 +150,4 @@ void restore_optimizer(const SpdCheckpoint& ck, const decomp::SPD& spd, ad::Adam
   }
 }
 
-}  // namespace pd_spd
+}  // namespace decomp

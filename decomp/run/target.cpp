@@ -1,4 +1,4 @@
-#include "experiments/spd/spd_target.hpp"
+#include "decomp/run/target.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -7,13 +7,13 @@
 
 #include "models/data.hpp"
 
-namespace pd_spd {
+namespace decomp {
 
 using nlohmann::json;
 
-decomp::Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
+Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
                            const std::vector<std::string>& layer_names) {
-  decomp::Target t;
+  Target t;
   t.name = model->type();
   if (model->config().contains("n_features")) t.name += "_" + std::to_string(model->config()["n_features"].get<int64_t>());
   t.dtype = model->dtype();
@@ -26,7 +26,7 @@ decomp::Target make_target(std::shared_ptr<models::Model> model, const models::R
   }
   for (const models::LayerInfo& li : infos) {
     if (!wanted.empty() && !wanted.count(li.name)) continue;
-    decomp::LayerSpec s;
+    LayerSpec s;
     s.name = li.name;
     s.weight = ad::detach(li.weight);
     // Tie only to a decomposed layer whose weight this one is the transpose of (TMS linear2).
@@ -39,26 +39,26 @@ decomp::Target make_target(std::shared_ptr<models::Model> model, const models::R
   }
   if (run.data.type == "sparse_features") {
     t.n_features = run.data.sparse.n_features;
-    t.distance = decomp::Distance::mse;
+    t.distance = Distance::mse;
     const models::SparseFeatureSpec spec = run.data.sparse;
     const ad::DType dt = t.dtype;
     t.sample = [spec, dt](int64_t B, ad::Rng& rng) {
-      decomp::Batch b;
+      Batch b;
       b.size = B;
       b.x = models::sample_sparse_features(spec, B, rng, dt);
       return b;
     };
-    t.forward = [model](const decomp::Batch& b, models::ForwardHooks* h) { return model->forward(b.x, h); };
+    t.forward = [model](const Batch& b, models::ForwardHooks* h) { return model->forward(b.x, h); };
   } else if (run.data.type == "induction") {
-    t.distance = decomp::Distance::kl;
+    t.distance = Distance::kl;
     const int64_t vocab = run.model.at("vocab").get<int64_t>(), half = run.data.half_len;
     t.sample = [vocab, half](int64_t B, ad::Rng& rng) {
-      decomp::Batch b;
+      Batch b;
       b.size = B;
       b.ids = models::sample_induction(vocab, half, B, rng).inputs;
       return b;
     };
-    t.forward = [model](const decomp::Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };
+    t.forward = [model](const Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };
   } else {
     ad::fail("decompose: targets with data type '" + run.data.type + "' are not supported yet");
   }
@@ -124,4 +124,4 @@ LoadedTarget load_target(const json& cfg, const std::string& config_path, const 
   return lt;
 }
 
-}  // namespace pd_spd
+}  // namespace decomp

@@ -13,10 +13,10 @@
 #include <nlohmann/json.hpp>
 
 #include "autodiff/safetensors.hpp"
-#include "decomp/spd.hpp"
+#include "decomp/trainer.hpp"
 #include "models/model.hpp"
 
-namespace pd_spd {
+namespace decomp {
 
 inline constexpr const char* kSpdCheckpointFormat = "pd-spd-checkpoint-v1";  // metadata "format"
 
@@ -29,15 +29,15 @@ struct SpdCheckpoint {
   double wall_s = 0;               // pd decompose wall time up to the checkpoint
   std::vector<int64_t> param_steps;
   ad::Rng::State rng{};
-  decomp::TrainLog log;
+  TrainLog log;
   ad::SafeTensors file;
 };
 
 // FNV-1a 64 over every parameter's name, dtype, shape and bytes, as 16 hex digits.
 std::string target_fingerprint(const models::Model& m);
 
-void save_spd_checkpoint(const std::string& path, const decomp::SPD& spd, const ad::Adam& opt, const ad::Rng& rng,
-                         const decomp::TrainLog& log, int64_t step, double wall_s, const nlohmann::json& config,
+void save_spd_checkpoint(const std::string& path, const SPD& spd, const ad::Adam& opt, const ad::Rng& rng,
+                         const TrainLog& log, int64_t step, double wall_s, const nlohmann::json& config,
                          const std::string& target_checkpoint, const std::string& fingerprint);
 
 // Reads and validates the file (format, every metadata field); errors name the file and field.
@@ -46,8 +46,8 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path);
 SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file);
 
 // Copies the checkpoint's parameters into spd (every name present, shapes equal).
-void restore_params(const SpdCheckpoint& ck, decomp::SPD& spd);
+void restore_params(const SpdCheckpoint& ck, SPD& spd);
 // Loads the Adam moments and step counts (slots follow SPD::all_params()).
-void restore_optimizer(const SpdCheckpoint& ck, const decomp::SPD& spd, ad::Adam& opt);
+void restore_optimizer(const SpdCheckpoint& ck, const SPD& spd, ad::Adam& opt);
 
-}  // namespace pd_spd
+}  // namespace decomp

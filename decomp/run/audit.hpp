@@ -11,10 +11,10 @@
 #include <ostream>
 #include <string>
 
-namespace pd_spd {
+namespace decomp {
 
 // trained = false audits a freshly initialised target of the config's architecture (same code
 // path, no target training needed); true uses the config's trained target.
 bool audit_config(const std::string& config_path, int64_t coords, int64_t batch, bool trained, std::ostream& out);
 
-}  // namespace pd_spd
+}  // namespace decomp

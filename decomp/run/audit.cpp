@@ -1,13 +1,13 @@
-#include "experiments/spd/spd_audit.hpp"
+#include "decomp/run/audit.hpp"
 
 #include <cstdarg>
 #include <cstdio>
 
-#include "autodiff/fileio.hpp"
+#include "models/config.hpp"
 #include "autodiff/gradcheck.hpp"
-#include "experiments/spd/spd_target.hpp"
+#include "decomp/run/target.hpp"
 
-namespace pd_spd {
+namespace decomp {
 
 using nlohmann::json;
 
@@ -21,19 +21,14 @@ static void out_printf(std::ostream& out, const char* fmt, ...) {
 }
 
 bool audit_config(const std::string& config_path, int64_t coords, int64_t batch, bool trained, std::ostream& out) {
-  json cfg;
-  try {
-    cfg = json::parse(ad::read_file(config_path));
-  } catch (const json::parse_error& e) {
-    ad::fail(config_path + ": invalid JSON (" + e.what() + ")");
-  }
-  decomp::SPDConfig sc = decomp::parse_spd_config(cfg, config_path);
+  const json cfg = models::read_json_file(config_path);
+  SPDConfig sc = parse_spd_config(cfg, config_path);
   // The lower leaky sigmoid's backward is deliberately not a derivative (alpha g for z <= 0
   // when g < 0); with alpha = 0 it is clamp's true derivative, so finite differences apply.
   sc.leaky_alpha = 0.0;
-  pd_spd::LoadedTarget lt;
+  LoadedTarget lt;
   if (trained) {
-    lt = pd_spd::load_target(cfg, config_path, "", ad::DType::f64, true);
+    lt = load_target(cfg, config_path, "", ad::DType::f64, true);
   } else {
     const json& tj = cfg.at("target");
     lt.run = tj.at("run_config").is_string() ? models::load_run_config(tj["run_config"].get<std::string>())
@@ -42,10 +37,10 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
     lt.model = models::make_model(lt.run.model, mrng, ad::DType::f64, config_path);
     std::vector<std::string> names;
     if (tj.contains("layers")) names = tj["layers"].get<std::vector<std::string>>();
-    lt.target = pd_spd::make_target(lt.model, lt.run, names);
+    lt.target = make_target(lt.model, lt.run, names);
   }
   ad::Rng rng(sc.seed);
-  decomp::SPD spd(lt.target, sc, rng);
+  SPD spd(lt.target, sc, rng);
   // CI biases start at 0 and sparse data has all-zero inputs, so at initialisation many
   // pre-sigmoid values sit exactly on the hard sigmoids' kink at z = 0, where a central
   // difference averages the two one-sided slopes. Zero-initialised tensors are moved to small
@@ -59,7 +54,7 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
     }
   }
   ad::Rng data_rng(sc.seed + 7);
-  decomp::Batch b = lt.target.sample(batch, data_rng);
+  Batch b = lt.target.sample(batch, data_rng);
   std::vector<ad::Tensor> params = spd.all_params();
   std::vector<std::string> names = spd.all_param_names();
   auto f = [&](const std::vector<ad::Tensor>&) {
@@ -84,4 +79,4 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
   return all_ok;
 }
 
-}  // namespace pd_spd
+}  // namespace decomp

@@ -1,0 +1,59 @@
+// The "decomposition" part of a config (everything but the target), read strictly through
+// models::ConfigSection: unknown keys and wrong types are errors naming the file and the key
+// path ("spd_tms_5-2.json: losses[1].routing: ...").
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "decomp/component_model.hpp"
+#include "decomp/loss_term.hpp"
+#include "decomp/masks.hpp"
+
+namespace decomp {
+
+struct TrainConfig {
+  int64_t steps = 1000, batch_size = 1024;
+  double lr = 1e-3;
+  std::string schedule = "cosine";  // cosine | linear | constant (after warmup)
+  double warmup_frac = 0.0, final_frac = 0.0;
+  double clip_components = 0.0, clip_ci = 0.0;  // global grad-norm clip per group; 0 = off
+  int64_t faith_warmup_steps = 0;
+  double faith_warmup_lr = 1e-2, faith_warmup_wd = 0.1;
+  int64_t log_every = 100;
+  int64_t checkpoint_every = 0;  // > 0: pd decompose writes checkpoint.safetensors every N steps
+};
+
+// A layer group expected to show one dense-k CI block on one-hot inputs, across layers.
+struct DenseKGroup {
+  std::string name;
+  std::vector<std::string> layers;
+  int64_t k = 0;
+};
+
+struct SPDConfig {
+  ComponentModelOptions model;
+  std::vector<std::shared_ptr<const LossTerm>> losses;  // labels unique
+  Sampling sampling = Sampling::continuous;
+  bool delta = true;
+  double leaky_alpha = 0.01;
+  TrainConfig train;
+  uint64_t seed = 0;
+  double ci_threshold = 0.1;
+  int64_t eval_batch = 10000;
+  // Layers expected to show a dense-k CI pattern on one-hot inputs (layer name -> k), e.g.
+  // the TMS identity layer (k = n_hidden) or residual-MLP mlp_out (k = d_mlp).
+  std::map<std::string, int64_t> dense_k;
+  // Cross-layer dense-k patterns: the one-hot CI matrices of the named layers side by side
+  // ([n_features, sum C]) must form one dense block of k components, e.g. the residual MLP's
+  // mlp_out layers as one rank-50 (2L) or rank-51 (3L) block spread over all layers.
+  std::vector<DenseKGroup> dense_k_groups;
+};
+
+// `where` names the file in error messages.
+SPDConfig parse_spd_config(const nlohmann::json& j, const std::string& where);
+
+}  // namespace decomp

@@ -1,0 +1,46 @@
+#include "decomp/loss_term.hpp"
+
+namespace decomp {
+
+static std::map<std::string, LossTermKind>& table() {
+  static std::map<std::string, LossTermKind> t;
+  return t;
+}
+
+const std::map<std::string, LossTermKind>& loss_term_table() { return table(); }
+
+LossTermRegistration::LossTermRegistration(const char* kind, bool monitor,
+                                           std::function<std::unique_ptr<LossTerm>()> make) {
+  table()[kind] = LossTermKind{kind, monitor, std::move(make)};
+}
+
+std::shared_ptr<LossTerm> make_loss_term(const std::string& kind) {
+  auto it = table().find(kind);
+  if (it == table().end()) {
+    std::string known;
+    for (auto& kv : table()) known += (known.empty() ? "" : ", ") + kv.first;
+    ad::fail("unknown loss term '" + kind + "' (known: " + known + ")");
+  }
+  std::shared_ptr<LossTerm> t = it->second.make();
+  t->kind = t->label = kind;
+  return t;
+}
+
+std::shared_ptr<LossTerm> parse_loss_term(models::ConfigSection& s) {
+  const std::string kind = s.get_string("name");
+  std::shared_ptr<LossTerm> t;
+  try {
+    t = make_loss_term(kind);
+  } catch (const ad::Error& e) {
+    s.error("name", e.what());
+  }
+  t->coeff = s.get_double("coeff", 1.0);
+  if (!std::isfinite(t->coeff) || t->coeff < 0) s.error("coeff", "must be a finite number >= 0");
+  t->label = s.get_string("label", kind);
+  if (t->label.empty()) s.error("label", "must not be empty");
+  t->read(s);
+  s.finish("is not a key of loss term '" + kind + "'");
+  return t;
+}
+
+}  // namespace decomp

@@ -1,0 +1,70 @@
+// Loss terms as a table. A term kind ("stochastic_recon", "faithfulness", ...) is a struct
+// holding the term's own parameters (read from its config entry) and a function computing its
+// value; each kind registers itself once, in its own file under decomp/losses/, with
+//
+//   PD_LOSS_TERM(stochastic_recon, /*monitor=*/true, [] { return std::make_unique<StochasticReconTerm>(); });
+//
+// Training (SPD::total_loss) and evaluation (decomp/evaluate) both read this table: training
+// sums coeff * value over the configured terms; evaluation reports every configured term
+// under its label, and every monitor kind that is not configured, with default parameters.
+// Adding a term is its file: parameter struct, value function, one registration.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autodiff/ops.hpp"
+#include "autodiff/random.hpp"
+#include "models/config.hpp"
+
+namespace decomp {
+
+class SPD;
+struct Batch;
+struct StepState;
+
+// What a term sees at one step: the decomposition, the batch, the step's cached target pass
+// and CI values, the training fraction t / T (for annealed parameters) and the step's rng.
+struct TermContext {
+  const SPD& spd;
+  const Batch& batch;
+  const StepState& st;
+  double frac;
+  ad::Rng& rng;
+};
+
+struct LossTerm {
+  std::string kind;   // the table's key
+  std::string label;  // unique per config: metrics and logs use it (default: the kind)
+  double coeff = 1.0; // 0: a monitor only (evaluated at log steps and in evaluation, no gradient)
+  virtual ~LossTerm() = default;
+  // Reads the term's own keys (everything but name, label, coeff); validates them.
+  virtual void read(models::ConfigSection&) {}
+  // The term's parameters as read (for metrics, reports and tests).
+  virtual nlohmann::json params() const { return nlohmann::json::object(); }
+  virtual ad::Tensor value(const TermContext& c) const = 0;
+};
+
+struct LossTermKind {
+  std::string kind;
+  bool monitor = false;  // reported by every evaluation, configured or not
+  std::function<std::unique_ptr<LossTerm>()> make;
+};
+
+// Every registered kind, by name.
+const std::map<std::string, LossTermKind>& loss_term_table();
+// A term of this kind with default parameters (throws on an unknown kind, listing the known).
+std::shared_ptr<LossTerm> make_loss_term(const std::string& kind);
+// One entry of a config's "losses" list: {"name": kind, "coeff", "label", ...term keys}.
+std::shared_ptr<LossTerm> parse_loss_term(models::ConfigSection& s);
+
+struct LossTermRegistration {
+  LossTermRegistration(const char* kind, bool monitor, std::function<std::unique_ptr<LossTerm>()> make);
+};
+
+}  // namespace decomp
+
+#define PD_LOSS_TERM(kind, monitor, make) \
+  static ::decomp::LossTermRegistration pd_loss_term_registration_##kind(#kind, monitor, make)

@@ -1,0 +1,143 @@
+#include <algorithm>
+
+#include "decomp/loss_term.hpp"
+#include "decomp/losses/losses.hpp"
+#include "decomp/mask_ops.hpp"
+#include "decomp/spd.hpp"
+
+namespace decomp {
+
+using ad::Tensor;
+
+namespace {
+// s <- clamp(s + eta sign(ds), 0, 1), in place (sign(0) = 0: a source the loss ignores stays)
+void sign_ascent_step(Tensor& s, const Tensor& ds, double eta) {
+  ad::dispatch(s.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    T* ps = s.data<T>();
+    const T* pg = ds.data<T>();
+    for (int64_t i = 0, n = s.numel(); i < n; ++i) {
+      const T step = pg[i] > 0 ? (T)eta : (pg[i] < 0 ? (T)-eta : (T)0);
+      ps[i] = std::min<T>(1, std::max<T>(0, ps[i] + step));
+    }
+  });
+}
+}  // namespace
+
+Tensor pgd_recon(const SPD& spd, const Batch& b, const StepState& st, const PgdParams& t, ad::Rng& rng) {
+  const size_t M = spd.cm.layers.size();
+  const bool delta = spd.cfg.delta;
+  std::vector<Tensor> routes;
+  if (t.routing != Routing::all) routes = spd.draw_routes(st, t.routing, t.route_p, rng);
+  // s_l: [1, ..., 1, C] (shared) or g's shape (per example); delta source with last dim 1
+  auto init = [&](ad::Shape shape) {
+    if (t.scope == "shared")
+      for (int i = 0; i + 1 < shape.nd; ++i) shape.d[i] = 1;
+    const ad::DType dt = st.g_lower[0].dtype();
+    if (t.init == "ones") return ad::ones(shape, dt);
+    if (t.init == "zeros") return ad::zeros(shape, dt);
+    return ad::rand_uniform(shape, 0.0, 1.0, rng, dt);
+  };
+  std::vector<Tensor> s(M), s_delta(M);
+  for (size_t l = 0; l < M; ++l) {
+    ad::Shape gs = st.g_lower[l].shape();
+    s[l] = init(gs);
+    if (delta) {
+      gs[-1] = 1;
+      s_delta[l] = init(gs);
+    }
+  }
+  // The masked loss at sources s, with the CI values g taken from `g` (per layer).
+  auto loss_at = [&](const std::vector<Tensor>& g, const std::vector<Tensor>& src, const std::vector<Tensor>& src_d,
+                     TargetPassCache* cache) {
+    std::vector<LayerMask> masks(M);
+    for (size_t l = 0; l < M; ++l) {
+      const Tensor r = src[l].shape() == g[l].shape() ? src[l] : src[l] + ad::zeros(g[l].shape(), g[l].dtype());
+      masks[l].m = stochastic_mask(g[l], r);  // m = g + (1 - g) s
+      if (delta) {
+        ad::Shape ds = g[l].shape();
+        ds[-1] = 1;
+        masks[l].m_delta = src_d[l].shape() == ds ? src_d[l] : src_d[l] + ad::zeros(ds, g[l].dtype());
+      }
+      if (!routes.empty()) masks[l].route = routes[l];
+    }
+    return spd.distance(spd.forward_masked(b, masks, cache), st.target_out);
+  };
+  if (t.steps > 0) {
+    // Ascent on s alone: g, V, U and the cached h = x V are constants here, so the inner
+    // backward computes only dL/ds (no dV, dU, nor the CI functions' backward).
+    std::vector<Tensor> g_const;
+    for (const Tensor& g : st.g_lower) g_const.push_back(ad::detach(g));
+    TargetPassCache adv_cache = st.cache;  // shares the constant target pass; own h
+    for (Tensor& h : adv_cache.h)
+      if (h.defined()) h = ad::detach(h);
+    ConstantComponentsScope constant(spd.cm);
+    ad::EnableGradGuard eg;  // also inside evaluation's NoGradGuard (monitors)
+    for (int k = 0; k < t.steps; ++k) {
+      std::vector<Tensor> leaves;
+      for (size_t l = 0; l < M; ++l) {
+        s[l] = ad::detach(s[l]).requires_grad_();
+        leaves.push_back(s[l]);
+        if (delta) {
+          s_delta[l] = ad::detach(s_delta[l]).requires_grad_();
+          leaves.push_back(s_delta[l]);
+        }
+      }
+      const std::vector<Tensor> ds =
+          ad::grad(loss_at(g_const, s, s_delta, spd.reuse_target_pass ? &adv_cache : nullptr), leaves);
+      for (size_t l = 0, i = 0; l < M; ++l) {
+        s[l] = ad::clone(s[l]);
+        sign_ascent_step(s[l], ds[i++], t.step_size);
+        if (delta) {
+          s_delta[l] = ad::clone(s_delta[l]);
+          sign_ascent_step(s_delta[l], ds[i++], t.step_size);
+        }
+      }
+    }
+  }
+  return loss_at(st.g_lower, s, s_delta, spd.reuse_target_pass ? &st.cache : nullptr);
+}
+
+namespace {
+// pgd_recon (routing all by default) and pgd_recon_subset (uniform_k by default).
+struct PgdReconTerm : LossTerm {
+  PgdParams p;
+  explicit PgdReconTerm(Routing r) { p.routing = r; }
+  void read(models::ConfigSection& s) override {
+    if (s.has("routing")) {
+      Routing r;
+      try {
+        r = parse_routing(s.get_string("routing"));
+      } catch (const models::ConfigError&) {
+        throw;
+      } catch (const ad::Error& e) {
+        s.error("routing", e.what());
+      }
+      if (r == Routing::layerwise) s.error("routing", "pgd_recon terms take routing all, uniform_k or static_p");
+      p.routing = r;
+    }
+    p.route_p = s.get_double("route_p", p.route_p);
+    if (!(p.route_p >= 0 && p.route_p <= 1)) s.error("route_p", "must be in [0, 1]");
+    p.init = s.get_string("pgd_init", p.init);
+    if (p.init != "uniform" && p.init != "ones" && p.init != "zeros")
+      s.error("pgd_init", "must be uniform, ones or zeros, got '" + p.init + "'");
+    p.scope = s.get_string("pgd_scope", p.scope);
+    if (p.scope != "shared" && p.scope != "per_example")
+      s.error("pgd_scope", "must be shared or per_example, got '" + p.scope + "'");
+    p.steps = (int)s.get_int("pgd_steps", p.steps);
+    if (p.steps < 0) s.error("pgd_steps", "must be >= 0");
+    p.step_size = s.get_double("pgd_step_size", p.step_size);
+    if (!(p.step_size > 0)) s.error("pgd_step_size", "must be > 0");
+  }
+  nlohmann::json params() const override {
+    return {{"routing", routing_name(p.routing)}, {"route_p", p.route_p}, {"pgd_init", p.init},
+            {"pgd_scope", p.scope},         {"pgd_steps", p.steps},   {"pgd_step_size", p.step_size}};
+  }
+  Tensor value(const TermContext& c) const override { return pgd_recon(c.spd, c.batch, c.st, p, c.rng); }
+};
+}  // namespace
+
+PD_LOSS_TERM(pgd_recon, false, [] { return std::make_unique<PgdReconTerm>(Routing::all); });
+PD_LOSS_TERM(pgd_recon_subset, false, [] { return std::make_unique<PgdReconTerm>(Routing::uniform_k); });
+
+}  // namespace decomp

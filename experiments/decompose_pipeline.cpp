@@ -1,0 +1,229 @@
+#include "experiments/decompose_pipeline.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "autodiff/fileio.hpp"
+#include "decomp/run/checkpoint.hpp"
+#include "decomp/run/files.hpp"
+#include "decomp/run/target.hpp"
+#include "experiments/spd/spd_report.hpp"
+#include "models/config.hpp"
+
+namespace pd {
+
+using nlohmann::json;
+
+namespace {
+
+// The part of a config that determines training: without target.checkpoint (a resumed run
+// may find its target by another path; the weights' fingerprint is what must match), without
+// the evaluation-only fields, which may change between a run's start and its end, and
+// without train.checkpoint_every (saving only reads the state).
+json training_part(json c) {
+  if (c.contains("target") && c["target"].is_object()) c["target"].erase("checkpoint");
+  for (const char* k : {"comment", "ci_threshold", "eval_batch", "dense_k", "dense_k_groups"}) c.erase(k);
+  if (c.contains("train") && c["train"].is_object()) c["train"].erase("checkpoint_every");
+  return c;
+}
+
+// Error naming up to five JSON paths at which `made_with` and `cfg` differ in training.
+void require_same_training(const json& made_with, const json& cfg, const std::string& file, const std::string& what) {
+  const json diff = json::diff(training_part(made_with), training_part(cfg));
+  if (diff.empty()) return;
+  std::string paths;
+  for (size_t i = 0; i < diff.size() && i < 5; ++i) paths += (i ? ", " : "") + diff[i].value("path", std::string("?"));
+  ad::fail(file + ": the " + what + " was made with another config (" + std::to_string(diff.size()) +
+           " difference(s), at " + paths + "); use the same config, seed and steps");
+}
+
+void require_same_target(const std::string& made_with, const std::string& fingerprint, const std::string& file,
+                         const std::string& what, const std::string& target_file) {
+  if (made_with.empty() || made_with == fingerprint) return;  // empty: files from before it was stored
+  ad::fail(file + ": the " + what + " was made against other target weights (fingerprint " + made_with + ", " +
+           target_file + " has " + fingerprint + ")");
+}
+
+std::string stem(const std::string& path) {
+  std::string s = std::filesystem::path(path).stem().string();
+  return s.empty() ? "run" : s;
+}
+
+// The evaluation batch's randomness: one stream per run, apart from training's.
+uint64_t eval_seed(const decomp::SPDConfig& sc) { return sc.seed + 1000003; }
+
+json read_config(const DecomposeOptions& o) {
+  json cfg = models::read_json_file(o.config_path);
+  if (o.seed >= 0) cfg["seed"] = o.seed;
+  if (o.steps >= 0) cfg["train"]["steps"] = o.steps;
+  if (!o.target_checkpoint.empty()) cfg["target"]["checkpoint"] = o.target_checkpoint;
+  return cfg;
+}
+
+// A config, its target and a freshly initialised decomposition of it.
+struct Run {
+  json cfg;
+  decomp::SPDConfig sc;
+  decomp::LoadedTarget lt;
+  std::string fingerprint;  // of the target's weights
+  std::unique_ptr<decomp::SPD> spd;
+  decomp::TrainLog log;
+  ad::Rng rng{0};
+};
+
+std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const std::string& out_dir, bool quiet) {
+  auto r = std::make_unique<Run>();
+  r->cfg = std::move(cfg);
+  r->sc = decomp::parse_spd_config(r->cfg, config_path);
+  std::filesystem::create_directories(out_dir);
+  r->lt = decomp::load_target(r->cfg, config_path, out_dir + "/target", ad::DType::f32, quiet);
+  r->fingerprint = decomp::target_fingerprint(*r->lt.model);
+  r->rng = ad::Rng(r->sc.seed);
+  r->spd = std::make_unique<decomp::SPD>(r->lt.target, r->sc, r->rng);
+  return r;
+}
+
+// evaluate -> metrics.json (-> decomposition.safetensors) -> plots -> result table.
+void finish_run(const Run& r, json extra, const std::string& out_dir, double wall_s, bool save, bool evaluated) {
+  ad::Rng eval_rng(eval_seed(r.sc));
+  const decomp::EvalResult ev = decomp::evaluate(*r.spd, eval_rng, r.sc.dense_k, r.sc.dense_k_groups);
+  extra["config"] = r.cfg;
+  extra["target"] = r.lt.target.name;
+  extra["target_checkpoint"] = r.lt.checkpoint;
+  extra["seed"] = r.sc.seed;
+  json m = decomp::metrics_json(*r.spd, ev, r.log, extra);
+  if (evaluated)
+    for (const char* k : {"final_train_losses", "spd_train_seconds", "steps_per_s"}) m.erase(k);
+  ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
+  if (save) {
+    json saved_cfg = r.cfg;
+    saved_cfg["target"]["checkpoint"] = r.lt.checkpoint;
+    decomp::save_decomposition(*r.spd, out_dir + "/decomposition.safetensors", saved_cfg, r.fingerprint);
+  }
+  write_plots(*r.spd, ev, r.log, out_dir);
+  std::cout << result_table(*r.spd, ev, wall_s) << "outputs in " << out_dir << "/ (metrics.json, "
+            << (save ? "decomposition.safetensors, loss_curves.png, " : "") << "ci_<layer>.png"
+            << (save && m.contains("mmcs") ? ", tms_directions.png" : "") << ")\n";
+}
+
+void print_progress(int64_t step, int64_t total, const std::map<std::string, double>& v) {
+  std::fprintf(stderr, "step %6lld/%lld", (long long)step, (long long)total);
+  for (auto& kv : v)
+    if (kv.first != "lr" && kv.first.rfind("grad_norm", 0) != 0) std::fprintf(stderr, "  %s %.3e", kv.first.c_str(), kv.second);
+  std::fprintf(stderr, "\n");
+}
+
+}  // namespace
+
+int run_decomposition(const DecomposeOptions& o) {
+  const auto t_start = std::chrono::steady_clock::now();
+  json cfg = read_config(o);
+  std::string out_dir = o.out_dir;
+  decomp::SpdCheckpoint ck;
+  if (!o.resume.empty()) {
+    ck = decomp::read_spd_checkpoint(o.resume);
+    if (!cfg["target"].contains("checkpoint")) cfg["target"]["checkpoint"] = ck.target_checkpoint;
+    require_same_training(ck.config, cfg, o.resume, "checkpoint");
+    if (out_dir.empty()) out_dir = std::filesystem::path(o.resume).parent_path().string();
+  }
+  if (out_dir.empty()) out_dir = "runs/" + stem(o.config_path);
+  std::unique_ptr<Run> r = open_run(cfg, o.config_path, out_dir, o.quiet);
+  decomp::SPD& spd = *r->spd;
+  decomp::TrainHooks hooks;
+  double wall_before = 0;  // wall time of the run's earlier parts
+  if (!o.resume.empty()) {
+    require_same_target(ck.target_fingerprint, r->fingerprint, o.resume, "checkpoint", r->lt.checkpoint);
+    decomp::restore_params(ck, spd);
+    r->rng.set_state(ck.rng);
+    r->log = ck.log;
+    wall_before = ck.wall_s;
+    hooks.start_step = ck.step;
+    hooks.restore_optimizer = [&](ad::Adam& opt) { decomp::restore_optimizer(ck, spd, opt); };
+    if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", o.resume.c_str(), (long long)ck.step);
+  }
+  const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
+  auto wall_now = [&] {
+    return wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
+  hooks.stop_after = o.stop_after;
+  hooks.checkpoint = [&](int64_t next_step, const ad::Adam& opt, const ad::Rng& rng, const decomp::TrainLog& l) {
+    decomp::save_spd_checkpoint(ckpt_path, spd, opt, rng, l, next_step, wall_now(), r->cfg, r->lt.checkpoint,
+                                r->fingerprint);
+  };
+  const int64_t total = r->sc.train.steps;
+  const int64_t done = decomp::train_spd(spd, r->rng, &r->log, [&](int64_t step, const std::map<std::string, double>& v) {
+    if (!o.quiet) print_progress(step, total, v);
+  }, &hooks);
+  if (done < total) {
+    std::cout << "stopped after step " << done << " of " << total << "; checkpoint " << ckpt_path
+              << "\ncontinue with: pd decompose " << o.config_path << " --resume " << ckpt_path << "\n";
+    return 0;
+  }
+  const double wall = wall_now();
+  json extra = {{"config_file", o.config_path},
+                {"target_train_seconds", r->lt.train_seconds},
+                {"wall_time_s", wall},
+                {"resumed_from_step", o.resume.empty() ? 0 : ck.step}};
+  finish_run(*r, extra, out_dir, wall, true, false);
+  std::filesystem::remove(ckpt_path);  // superseded by decomposition.safetensors
+  return 0;
+}
+
+int evaluate_saved_decomposition(const DecomposeOptions& o) {
+  json cfg = read_config(o);
+  // A finished run's decomposition.safetensors or an unfinished run's checkpoint.safetensors
+  // (a look at a long schedule midway; the run can still be resumed).
+  ad::SafeTensors file = ad::load_safetensors(o.evaluate);
+  auto fmt = file.metadata.find("format");
+  const bool is_checkpoint = fmt != file.metadata.end() && fmt->second == decomp::kSpdCheckpointFormat;
+  const std::string what = is_checkpoint ? "checkpoint" : "decomposition";
+  decomp::SpdCheckpoint ck;
+  json made_with;
+  std::string made_with_fingerprint;
+  if (is_checkpoint) {
+    ck = decomp::read_spd_checkpoint(o.evaluate, std::move(file));
+    made_with = ck.config;
+    made_with["target"]["checkpoint"] = ck.target_checkpoint;
+    made_with_fingerprint = ck.target_fingerprint;
+  } else {
+    auto it = file.metadata.find("spd_config");
+    if (it == file.metadata.end())
+      ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor an SPD checkpoint");
+    try {
+      made_with = json::parse(it->second);
+    } catch (const json::parse_error& e) {
+      ad::fail(o.evaluate + ": metadata spd_config is not valid JSON (" + e.what() + ")");
+    }
+    auto fp = file.metadata.find("target_fingerprint");
+    if (fp != file.metadata.end()) made_with_fingerprint = fp->second;
+  }
+  if (!cfg["target"].contains("checkpoint") && made_with.contains("target") && made_with["target"].contains("checkpoint"))
+    cfg["target"]["checkpoint"] = made_with["target"]["checkpoint"];
+  require_same_training(made_with, cfg, o.evaluate, what);
+  std::string out_dir = o.out_dir;
+  if (out_dir.empty())
+    out_dir = (std::filesystem::path(o.evaluate).parent_path() /
+               (is_checkpoint ? "evaluated_step_" + std::to_string(ck.step) : std::string("reevaluated")))
+                  .string();
+  std::unique_ptr<Run> r = open_run(cfg, o.config_path, out_dir, o.quiet);
+  require_same_target(made_with_fingerprint, r->fingerprint, o.evaluate, what, r->lt.checkpoint);
+  json extra = {{"config_file", o.config_path}, {"evaluated_from", o.evaluate}};
+  if (is_checkpoint) {
+    decomp::restore_params(ck, *r->spd);
+    r->log = ck.log;  // loss curves up to the checkpoint
+    extra["evaluated_at_step"] = ck.step;  // steps taken of train.steps
+    extra["wall_time_s_to_checkpoint"] = ck.wall_s;
+    std::cout << "unfinished run, evaluated at its checkpoint: step " << ck.step << " of " << r->sc.train.steps << "\n";
+  } else {
+    decomp::load_decomposition(*r->spd, o.evaluate);
+  }
+  finish_run(*r, extra, out_dir, -1, false, true);
+  return 0;
+}
+
+}  // namespace pd
