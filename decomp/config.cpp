@@ -37,24 +37,13 @@ void read_ci_fn(ConfigSection f, ComponentModelOptions& m) {
 }
 
 void read_train(ConfigSection t, TrainConfig& tc) {
-  tc.steps = get_count(t, "steps", tc.steps, 0);
-  tc.batch_size = get_count(t, "batch_size", tc.batch_size, 1);
-  tc.lr = t.get_double("lr", tc.lr);
-  tc.schedule = t.get_string("schedule", tc.schedule);
-  try {
-    ad::LrSchedule::parse_kind(tc.schedule);
-  } catch (const ad::Error& e) {
-    t.error("schedule", e.what());
-  }
-  tc.warmup_frac = t.get_double("warmup_frac", tc.warmup_frac);
-  tc.final_frac = t.get_double("final_frac", tc.final_frac);
-  tc.clip_components = t.get_double("clip_components", tc.clip_components);
-  tc.clip_ci = t.get_double("clip_ci", tc.clip_ci);
+  models::read_train_schedule(t, tc);
+  for (auto& kv : tc.grad_clip_group)
+    if (kv.first != "components" && kv.first != "ci_fns")
+      t.error("grad_clip", "groups are \"components\" and \"ci_fns\", got \"" + kv.first + "\"");
   tc.faith_warmup_steps = get_count(t, "faith_warmup_steps", tc.faith_warmup_steps, 0);
   tc.faith_warmup_lr = t.get_double("faith_warmup_lr", tc.faith_warmup_lr);
   tc.faith_warmup_wd = t.get_double("faith_warmup_wd", tc.faith_warmup_wd);
-  tc.log_every = get_count(t, "log_every", tc.log_every, 1);
-  tc.checkpoint_every = get_count(t, "checkpoint_every", tc.checkpoint_every, 0);
   t.finish();
 }
 

@@ -9,22 +9,22 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/train_loop.hpp"
 #include "decomp/component_model.hpp"
 #include "decomp/loss_term.hpp"
 #include "decomp/masks.hpp"
 
 namespace decomp {
 
-struct TrainConfig {
-  int64_t steps = 1000, batch_size = 1024;
-  double lr = 1e-3;
-  std::string schedule = "cosine";  // cosine | linear | constant (after warmup)
-  double warmup_frac = 0.0, final_frac = 0.0;
-  double clip_components = 0.0, clip_ci = 0.0;  // global grad-norm clip per group; 0 = off
+// The shared schedule plus the faithfulness warmup. Defaults: batch 1024, lr 1e-3 cosine,
+// weight decay 0 (METHODS 3.5: Adam).
+struct TrainConfig : ad::TrainSchedule {
+  TrainConfig() {
+    batch_size = 1024;
+    schedule = "cosine";
+  }
   int64_t faith_warmup_steps = 0;
   double faith_warmup_lr = 1e-2, faith_warmup_wd = 0.1;
-  int64_t log_every = 100;
-  int64_t checkpoint_every = 0;  // > 0: pd decompose writes checkpoint.safetensors every N steps
 };
 
 // A layer group expected to show one dense-k CI block on one-hot inputs, across layers.

@@ -73,7 +73,6 @@ struct Run {
   std::string fingerprint;  // of the target's weights
   std::unique_ptr<decomp::SPD> spd;
   decomp::TrainLog log;
-  ad::Rng rng{0};
 };
 
 std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const std::string& out_dir, bool quiet) {
@@ -83,8 +82,8 @@ std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const st
   std::filesystem::create_directories(out_dir);
   r->lt = decomp::load_target(r->cfg, config_path, out_dir + "/target", ad::DType::f32, quiet);
   r->fingerprint = decomp::target_fingerprint(*r->lt.model);
-  r->rng = ad::Rng(r->sc.seed);
-  r->spd = std::make_unique<decomp::SPD>(r->lt.target, r->sc, r->rng);
+  ad::Rng init_rng(r->sc.seed);  // initial components and CI functions
+  r->spd = std::make_unique<decomp::SPD>(r->lt.target, r->sc, init_rng);
   return r;
 }
 
@@ -114,7 +113,7 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
 void print_progress(int64_t step, int64_t total, const std::map<std::string, double>& v) {
   std::fprintf(stderr, "step %6lld/%lld", (long long)step, (long long)total);
   for (auto& kv : v)
-    if (kv.first != "lr" && kv.first.rfind("grad_norm", 0) != 0) std::fprintf(stderr, "  %s %.3e", kv.first.c_str(), kv.second);
+    if (kv.first != "lr" && kv.first != "time_s" && kv.first.rfind("grad_norm", 0) != 0) std::fprintf(stderr, "  %s %.3e", kv.first.c_str(), kv.second);
   std::fprintf(stderr, "\n");
 }
 
@@ -139,24 +138,22 @@ int run_decomposition(const DecomposeOptions& o) {
   if (!o.resume.empty()) {
     require_same_target(ck.target_fingerprint, r->fingerprint, o.resume, "checkpoint", r->lt.checkpoint);
     decomp::restore_params(ck, spd);
-    r->rng.set_state(ck.rng);
-    r->log = ck.log;
-    wall_before = ck.wall_s;
-    hooks.start_step = ck.step;
-    hooks.restore_optimizer = [&](ad::Adam& opt) { decomp::restore_optimizer(ck, spd, opt); };
-    if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", o.resume.c_str(), (long long)ck.step);
+    r->log = ck.file.log;
+    wall_before = ck.file.wall_s;
+    hooks.start_step = ck.file.step;
+    hooks.restore_optimizer = [&](ad::Optimizer& opt) { decomp::restore_optimizer(ck, opt); };
+    if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", o.resume.c_str(), (long long)ck.file.step);
   }
   const std::string ckpt_path = out_dir + "/checkpoint.safetensors";
   auto wall_now = [&] {
     return wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   };
   hooks.stop_after = o.stop_after;
-  hooks.checkpoint = [&](int64_t next_step, const ad::Adam& opt, const ad::Rng& rng, const decomp::TrainLog& l) {
-    decomp::save_spd_checkpoint(ckpt_path, spd, opt, rng, l, next_step, wall_now(), r->cfg, r->lt.checkpoint,
-                                r->fingerprint);
+  hooks.checkpoint = [&](int64_t next_step, const ad::Optimizer& opt, const decomp::TrainLog& l) {
+    decomp::save_spd_checkpoint(ckpt_path, spd, opt, l, next_step, wall_now(), r->cfg, r->lt.checkpoint, r->fingerprint);
   };
   const int64_t total = r->sc.train.steps;
-  const int64_t done = decomp::train_spd(spd, r->rng, &r->log, [&](int64_t step, const std::map<std::string, double>& v) {
+  const int64_t done = decomp::train_spd(spd, &r->log, [&](int64_t step, const std::map<std::string, double>& v) {
     if (!o.quiet) print_progress(step, total, v);
   }, &hooks);
   if (done < total) {
@@ -168,7 +165,7 @@ int run_decomposition(const DecomposeOptions& o) {
   json extra = {{"config_file", o.config_path},
                 {"target_train_seconds", r->lt.train_seconds},
                 {"wall_time_s", wall},
-                {"resumed_from_step", o.resume.empty() ? 0 : ck.step}};
+                {"resumed_from_step", o.resume.empty() ? 0 : ck.file.step}};
   finish_run(*r, extra, out_dir, wall, true, false);
   std::filesystem::remove(ckpt_path);  // superseded by decomposition.safetensors
   return 0;
@@ -179,8 +176,7 @@ int evaluate_saved_decomposition(const DecomposeOptions& o) {
   // A finished run's decomposition.safetensors or an unfinished run's checkpoint.safetensors
   // (a look at a long schedule midway; the run can still be resumed).
   ad::SafeTensors file = ad::load_safetensors(o.evaluate);
-  auto fmt = file.metadata.find("format");
-  const bool is_checkpoint = fmt != file.metadata.end() && fmt->second == decomp::kSpdCheckpointFormat;
+  const bool is_checkpoint = decomp::is_spd_checkpoint(file);
   const std::string what = is_checkpoint ? "checkpoint" : "decomposition";
   decomp::SpdCheckpoint ck;
   json made_with;
@@ -208,17 +204,17 @@ int evaluate_saved_decomposition(const DecomposeOptions& o) {
   std::string out_dir = o.out_dir;
   if (out_dir.empty())
     out_dir = (std::filesystem::path(o.evaluate).parent_path() /
-               (is_checkpoint ? "evaluated_step_" + std::to_string(ck.step) : std::string("reevaluated")))
+               (is_checkpoint ? "evaluated_step_" + std::to_string(ck.file.step) : std::string("reevaluated")))
                   .string();
   std::unique_ptr<Run> r = open_run(cfg, o.config_path, out_dir, o.quiet);
   require_same_target(made_with_fingerprint, r->fingerprint, o.evaluate, what, r->lt.checkpoint);
   json extra = {{"config_file", o.config_path}, {"evaluated_from", o.evaluate}};
   if (is_checkpoint) {
     decomp::restore_params(ck, *r->spd);
-    r->log = ck.log;  // loss curves up to the checkpoint
-    extra["evaluated_at_step"] = ck.step;  // steps taken of train.steps
-    extra["wall_time_s_to_checkpoint"] = ck.wall_s;
-    std::cout << "unfinished run, evaluated at its checkpoint: step " << ck.step << " of " << r->sc.train.steps << "\n";
+    r->log = ck.file.log;  // loss curves up to the checkpoint
+    extra["evaluated_at_step"] = ck.file.step;  // steps taken of train.steps
+    extra["wall_time_s_to_checkpoint"] = ck.file.wall_s;
+    std::cout << "unfinished run, evaluated at its checkpoint: step " << ck.file.step << " of " << r->sc.train.steps << "\n";
   } else {
     decomp::load_decomposition(*r->spd, o.evaluate);
   }

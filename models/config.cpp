@@ -1,5 +1,6 @@
 #include "models/config.hpp"
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -98,6 +99,72 @@ void ConfigSection::accept(const std::string& key) { used_.insert(key); }
 void ConfigSection::finish(const std::string& what) const {
   for (auto it = j_.begin(); it != j_.end(); ++it)
     if (!used_.count(it.key())) error(it.key(), what);
+}
+
+void read_train_schedule(ConfigSection& t, ad::TrainSchedule& s) {
+  static const std::pair<const char*, const char*> renamed[] = {{"warmup_steps", "warmup_frac (a fraction of steps)"},
+                                                                {"final_frac", "final_lr_frac"},
+                                                                {"clip_components", "grad_clip: {\"components\": norm}"},
+                                                                {"clip_ci", "grad_clip: {\"ci_fns\": norm}"}};
+  for (auto& r : renamed)
+    if (t.has(r.first)) t.error(r.first, std::string("this key is now spelled ") + r.second);
+  s.steps = t.get_int("steps", s.steps);
+  if (s.steps < 0) t.error("steps", "must be >= 0");
+  s.batch_size = t.get_int("batch_size", s.batch_size);
+  if (s.batch_size < 1) t.error("batch_size", "must be >= 1");
+  s.lr = t.get_double("lr", s.lr);
+  if (!(s.lr > 0) || !std::isfinite(s.lr)) t.error("lr", "must be a finite number > 0");
+  s.schedule = t.get_string("schedule", s.schedule);
+  try {
+    ad::LrSchedule::parse_kind(s.schedule);
+  } catch (const ad::Error& e) {
+    t.error("schedule", e.what());
+  }
+  s.warmup_frac = t.get_double("warmup_frac", s.warmup_frac);
+  if (!(s.warmup_frac >= 0 && s.warmup_frac <= 1)) t.error("warmup_frac", "must be in [0, 1]");
+  s.final_lr_frac = t.get_double("final_lr_frac", s.final_lr_frac);
+  if (!(s.final_lr_frac >= 0)) t.error("final_lr_frac", "must be >= 0");
+  s.weight_decay = t.get_double("weight_decay", s.weight_decay);
+  if (!(s.weight_decay >= 0)) t.error("weight_decay", "must be >= 0");
+  std::vector<double> betas = t.get_doubles("betas", {s.beta1, s.beta2});
+  if (betas.size() != 2 || !(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1))
+    t.error("betas", "must be [beta1, beta2] in [0, 1)");
+  s.beta1 = betas[0];
+  s.beta2 = betas[1];
+  s.eps = t.get_double("eps", s.eps);
+  if (!(s.eps > 0)) t.error("eps", "must be > 0");
+  if (t.has("grad_clip")) {
+    const json g = t.get_raw("grad_clip");
+    auto norm = [&](const json& v) {
+      if (!v.is_number() || !(v.get<double>() >= 0)) t.error("grad_clip", "expected a norm >= 0 (0 = off), got " + v.dump());
+      return v.get<double>();
+    };
+    if (g.is_object())
+      for (auto it = g.begin(); it != g.end(); ++it) s.grad_clip_group[it.key()] = norm(it.value());
+    else
+      s.grad_clip = norm(g);
+  }
+  s.log_every = t.get_int("log_every", s.log_every);
+  if (s.log_every < 1) t.error("log_every", "must be >= 1");
+  s.checkpoint_every = t.get_int("checkpoint_every", s.checkpoint_every);
+  if (s.checkpoint_every < 0) t.error("checkpoint_every", "must be >= 0");
+}
+
+json train_schedule_json(const ad::TrainSchedule& s) {
+  json clip = s.grad_clip;
+  if (!s.grad_clip_group.empty()) clip = s.grad_clip_group;
+  return json{{"steps", s.steps},
+              {"batch_size", s.batch_size},
+              {"lr", s.lr},
+              {"schedule", s.schedule},
+              {"warmup_frac", s.warmup_frac},
+              {"final_lr_frac", s.final_lr_frac},
+              {"weight_decay", s.weight_decay},
+              {"betas", {s.beta1, s.beta2}},
+              {"eps", s.eps},
+              {"grad_clip", clip},
+              {"log_every", s.log_every},
+              {"checkpoint_every", s.checkpoint_every}};
 }
 
 json read_json_file(const std::string& path) {

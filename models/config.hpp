@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/train_loop.hpp"
+
 namespace models {
 
 using json = nlohmann::json;
@@ -54,6 +56,13 @@ class ConfigSection {
   std::string source_, path_;
   std::set<std::string> used_;
 };
+
+// The schedule keys of a "train" section (absent keys keep the values in `s`): steps,
+// batch_size, lr, schedule, warmup_frac, final_lr_frac, weight_decay, betas, eps, grad_clip
+// (a number, or {group: norm}), log_every, checkpoint_every. Old spellings (warmup_steps,
+// final_frac, clip_components, clip_ci) are refused with an error naming the new key.
+void read_train_schedule(ConfigSection& t, ad::TrainSchedule& s);
+json train_schedule_json(const ad::TrainSchedule& s);
 
 // Reads and parses a JSON file; parse errors name the file and the byte position.
 json read_json_file(const std::string& path);

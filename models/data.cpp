@@ -70,14 +70,6 @@ ad::Tensor resid_mlp_labels(const ad::Tensor& x) {
   return y;
 }
 
-uint64_t step_seed(uint64_t seed, int64_t step, uint64_t purpose) {
-  // splitmix64 finaliser over a combination of the three: nearby steps get unrelated streams.
-  uint64_t z = seed * 0x9E3779B97F4A7C15ULL + (uint64_t)step * 0xBF58476D1CE4E5B9ULL + purpose * 0x94D049BB133111EBULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
 // ---- induction -----------------------------------------------------------------------------
 
 InductionBatch sample_induction(int64_t vocab, int64_t half_len, int64_t batch, ad::Rng& rng) {

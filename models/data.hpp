@@ -38,9 +38,6 @@ ad::Tensor sample_sparse_features(const SparseFeatureSpec& spec, int64_t batch, 
 // Residual MLP labels: y = x + ReLU(x) (METHODS 1.2), elementwise, no gradient.
 ad::Tensor resid_mlp_labels(const ad::Tensor& x);
 
-// Per-step generator seed: a stream for step t that does not depend on earlier steps.
-uint64_t step_seed(uint64_t seed, int64_t step, uint64_t purpose = 0);
-
 // ---- induction sequences -------------------------------------------------------------------
 // tokens [batch, 2*half_len]: a uniformly random first half (tokens in [0, vocab)), then the
 // same half again. The next-token prediction at positions half_len .. 2*half_len-2 (inputs

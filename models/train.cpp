@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autodiff/fileio.hpp"
 #include "models/transformers.hpp"
 
 namespace models {
@@ -33,21 +34,11 @@ json DataConfig::to_json() const {
 }
 
 json TrainConfig::to_json() const {
-  return json{{"steps", steps},
-              {"batch_size", batch_size},
-              {"lr", lr},
-              {"schedule", schedule},
-              {"final_lr_frac", final_lr_frac},
-              {"warmup_steps", warmup_steps},
-              {"weight_decay", weight_decay},
-              {"betas", {beta1, beta2}},
-              {"eps", eps},
-              {"grad_clip", grad_clip},
-              {"seed", seed},
-              {"log_every", log_every},
-              {"eval_batches", eval_batches},
-              {"checkpoint_every", checkpoint_every},
-              {"dtype", dtype}};
+  json j = train_schedule_json(*this);
+  j["seed"] = seed;
+  j["eval_batches"] = eval_batches;
+  j["dtype"] = dtype;
+  return j;
 }
 
 json RunConfig::to_json() const { return json{{"model", model}, {"data", data.to_json()}, {"train", train.to_json()}}; }
@@ -67,39 +58,17 @@ RunConfig parse_run_config(const json& j, const std::string& source) {
   // train
   ConfigSection t = top.section("train");
   TrainConfig& tc = rc.train;
-  tc.steps = t.get_int("steps");
-  tc.batch_size = t.get_int("batch_size");
-  tc.lr = t.get_double("lr");
-  tc.schedule = t.get_string("schedule", tc.schedule);
-  try {
-    ad::LrSchedule::parse_kind(tc.schedule);
-  } catch (const std::exception& e) {
-    t.error("schedule", e.what());
-  }
-  tc.final_lr_frac = t.get_double("final_lr_frac", tc.final_lr_frac);
-  tc.warmup_steps = t.get_int("warmup_steps", tc.warmup_steps);
-  tc.weight_decay = t.get_double("weight_decay", tc.weight_decay);
-  std::vector<double> betas = t.get_doubles("betas", {tc.beta1, tc.beta2});
-  if (betas.size() != 2 || !(betas[0] >= 0 && betas[0] < 1 && betas[1] >= 0 && betas[1] < 1))
-    t.error("betas", "must be [beta1, beta2] in [0, 1)");
-  tc.beta1 = betas[0];
-  tc.beta2 = betas[1];
-  tc.eps = t.get_double("eps", tc.eps);
-  tc.grad_clip = t.get_double("grad_clip", tc.grad_clip);
+  if (!t.has("steps")) t.error("steps", "required key is missing");
+  if (!t.has("batch_size")) t.error("batch_size", "required key is missing");
+  if (!t.has("lr")) t.error("lr", "required key is missing");
+  read_train_schedule(t, tc);
   const int64_t seed = t.get_int("seed", 0);
   if (seed < 0) t.error("seed", "must be >= 0");
   tc.seed = (uint64_t)seed;
-  tc.log_every = t.get_int("log_every", tc.log_every);
   tc.eval_batches = t.get_int("eval_batches", tc.eval_batches);
-  tc.checkpoint_every = t.get_int("checkpoint_every", tc.checkpoint_every);
   tc.dtype = t.get_string("dtype", tc.dtype);
   parse_dtype(t, "dtype", tc.dtype);
-  if (tc.steps < 0) t.error("steps", "must be >= 0");
-  if (tc.batch_size < 1) t.error("batch_size", "must be >= 1");
-  if (!(tc.lr > 0)) t.error("lr", "must be > 0");
-  if (tc.log_every < 1) t.error("log_every", "must be >= 1");
   if (tc.eval_batches < 1) t.error("eval_batches", "must be >= 1");
-  if (tc.warmup_steps < 0 || tc.warmup_steps > tc.steps) t.error("warmup_steps", "must be in [0, steps]");
   t.finish();
 
   // model (parsed fully by make_model below; here only what the data section needs)
@@ -195,7 +164,7 @@ class SparseTask : public Task {
   }
   json evaluate(Model& m, int64_t batch, int64_t n_batches) override {
     ad::NoGradGuard ng;
-    ad::Rng rng(step_seed(0, 0, kEvalStream));
+    ad::Rng rng(ad::step_seed(0, 0, kEvalStream));
     double tot = 0;
     for (int64_t i = 0; i < n_batches; ++i) tot += loss(m, batch, rng, nullptr).item();
     return json{{"eval_loss", tot / (double)n_batches}};
@@ -219,7 +188,7 @@ class InductionTask : public Task {
   }
   json evaluate(Model& m, int64_t batch, int64_t n_batches) override {
     ad::NoGradGuard ng;
-    ad::Rng rng(step_seed(0, 0, kEvalStream));
+    ad::Rng rng(ad::step_seed(0, 0, kEvalStream));
     double loss = 0;
     int64_t correct = 0, scored = 0;
     for (int64_t i = 0; i < n_batches; ++i) {
@@ -264,7 +233,7 @@ class TextTask : public Task {
   }
   json evaluate(Model& m, int64_t batch, int64_t n_batches) override {
     ad::NoGradGuard ng;
-    ad::Rng rng(step_seed(0, 0, kEvalStream));
+    ad::Rng rng(ad::step_seed(0, 0, kEvalStream));
     double loss = 0;
     for (int64_t i = 0; i < n_batches; ++i) {
       TextBatch b = sample_text(ds_.val, d_.seq_len, batch, rng);
@@ -272,7 +241,7 @@ class TextTask : public Task {
     }
     // A fixed-seed greedy-free sample, so metrics.json shows what the model writes.
     std::vector<int32_t> prompt = ds_.tok.encode("Once upon a time");
-    ad::Rng srng(step_seed(0, 0, 3));
+    ad::Rng srng(ad::step_seed(0, 0, 3));
     const int64_t ctx = m.config().value("max_len", d_.seq_len);
     std::string sample = ds_.tok.decode(sample_tokens(m, prompt, 200, 0.8, ctx, srng));
     return json{{"val_loss", loss / (double)n_batches},
@@ -300,12 +269,13 @@ std::unique_ptr<Task> make_task(const RunConfig& c) {
 
 // ---- training loop ----------------------------------------------------------------------------
 
-std::string curve_csv(const std::vector<CurveRow>& curve) {
+std::string curve_csv(const ad::TrainLog& log) {
   std::ostringstream o;
   o << "step,loss,lr,time_s\n";
   char buf[160];
-  for (auto& r : curve) {
-    std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.4f\n", (long long)r.step, r.loss, r.lr, r.time_s);
+  for (size_t i = 0; i < log.steps.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%lld,%.9g,%.9g,%.4f\n", (long long)log.steps[i], log.values.at("loss")[i],
+                  log.values.at("lr")[i], log.values.at("time_s")[i]);
     o << buf;
   }
   return o.str();
@@ -332,75 +302,68 @@ static std::string fmt_time(double s) {
 }
 
 
+// The progress line on stderr: rewritten in place on a terminal (every 0.5 s), one line per
+// 10 s otherwise; silent for runs under 2 s.
+struct ProgressLine {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double last = 0;
+  int64_t first_step = 0, end = 0, total = 0;
+  bool tty = isatty(2);
+  void update(int64_t steps_done, double loss) {
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (el <= 2.0 || (last != 0 && el - last < (tty ? 0.5 : 10.0))) return;
+    last = el;
+    const double sps = (double)(steps_done - first_step) / el;
+    std::fprintf(stderr, "%sstep %lld/%lld  loss %.6g  %.1f steps/s  left %s%s", tty ? "\r" : "", (long long)steps_done,
+                 (long long)total, loss, sps, fmt_time((double)(end - steps_done) / sps).c_str(), tty ? "   " : "\n");
+    std::fflush(stderr);
+  }
+  ~ProgressLine() {
+    if (tty && last > 0) std::fprintf(stderr, "\n");
+  }
+};
+
 TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   using clock = std::chrono::steady_clock;
   const TrainConfig& tc = cfg.train;
   const ad::DType dt = tc.dtype == "float64" ? ad::DType::f64 : ad::DType::f32;
   TrainResult res;
-  ad::Rng init_rng(step_seed(tc.seed, 0, 0));
+  ad::Rng init_rng(ad::step_seed(tc.seed, 0, 0));
   res.model = make_model(cfg.model, init_rng, dt, cfg.source);
   Model& m = *res.model;
   std::unique_ptr<Task> task = make_task(cfg);
 
-  ad::AdamW opt({ad::ParamGroup("params", m.trainable(), tc.grad_clip)},
+  ad::AdamW opt({ad::ParamGroup("params", m.trainable(), tc.clip_for("params"))},
                 ad::AdamConfig{tc.lr, {tc.beta1, tc.beta2}, tc.eps, tc.weight_decay});
-  ad::LrSchedule sched;
-  sched.kind = ad::LrSchedule::parse_kind(tc.schedule);
-  sched.final_frac = tc.final_lr_frac;
-  sched.warmup_steps = tc.warmup_steps;
-
-  int64_t step = 0;
-  double window_loss = 0;
-  int64_t window_n = 0;
-  if (!opts.resume_from.empty()) step = load_checkpoint(opts.resume_from, m, opt, res.curve, &window_loss, &window_n);
+  ad::TrainLoopOptions lo;
+  lo.seed = tc.seed;
+  lo.stream = kTrainStream;
+  lo.stop_after = opts.stop_after;
+  if (!opts.resume_from.empty()) lo.start_step = load_checkpoint(opts.resume_from, m, opt, res.log, cfg);
   if (!opts.out_dir.empty()) {
     make_dirs(opts.out_dir);
     write_json_atomic(opts.out_dir + "/config.json", cfg.to_json());
+    lo.checkpoint = [&](int64_t next_step) {
+      save_checkpoint(opts.out_dir + "/checkpoint.safetensors", m, opt, next_step, res.log, cfg);
+    };
   }
   const int64_t end = opts.stop_after >= 0 ? std::min(opts.stop_after, tc.steps) : tc.steps;
-  const double t_prev = res.curve.empty() ? 0.0 : res.curve.back().time_s;  // time before a resume
-  const auto t0 = clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
-  double last_print = 0;
+  ProgressLine progress{clock::now(), 0, lo.start_step, end, tc.steps};
   int64_t items = 0;
-  const int64_t start_step = step;
-  const bool tty = isatty(2);
-  for (; step < end; ++step) {
-    ad::Rng rng(step_seed(tc.seed, step, kTrainStream));
-    const double lr = sched.lr_at(tc.lr, step, tc.steps);
-    opt.zero_grad();
+  const auto t0 = clock::now();
+  const int64_t steps = ad::run_train_loop(opt, tc, [&](int64_t step, ad::Rng& rng, bool, std::map<std::string, double>& v) {
     ad::Tensor loss = task->loss(m, tc.batch_size, rng, &items);
-    const double lv = loss.item();
-    if (!std::isfinite(lv)) ad::fail("train: loss became " + std::to_string(lv) + " at step " + std::to_string(step));
-    ad::backward(loss);
-    opt.step(lr);
-    window_loss += lv;
-    ++window_n;
-    if ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps) {
-      res.curve.push_back({step + 1, window_loss / (double)window_n, lr, t_prev + elapsed()});
-      window_loss = 0;
-      window_n = 0;
-    }
-    const double el = elapsed();
-    if (opts.progress && el > 2.0 && (last_print == 0 || el - last_print >= (tty ? 0.5 : 10.0))) {
-      last_print = el;
-      const double sps = (double)(step + 1 - start_step) / el;
-      std::fprintf(stderr, "%sstep %lld/%lld  loss %.6g  %.1f steps/s  left %s%s", tty ? "\r" : "",
-                   (long long)(step + 1), (long long)tc.steps, lv, sps, fmt_time((double)(end - step - 1) / sps).c_str(),
-                   tty ? "   " : "\n");
-      std::fflush(stderr);
-    }
-    if (!opts.out_dir.empty() && tc.checkpoint_every > 0 && (step + 1) % tc.checkpoint_every == 0 && step + 1 < end)
-      save_checkpoint(opts.out_dir + "/checkpoint.safetensors", m, opt, step + 1, res.curve, cfg, window_loss, window_n);
-  }
-  if (opts.progress && tty && last_print > 0) std::fprintf(stderr, "\n");
-  res.steps_done = step;
-  res.wall_s = elapsed();
-  const int64_t ran = step - start_step;
+    v["loss"] = loss.item();
+    if (opts.progress) progress.update(step + 1, v["loss"]);
+    return loss;
+  }, res.log, lo);
+  res.steps_done = steps;
+  res.wall_s = std::chrono::duration<double>(clock::now() - t0).count();
+  const int64_t ran = steps - lo.start_step;
   res.steps_per_s = res.wall_s > 0 ? (double)ran / res.wall_s : 0;
   res.tokens_per_s = res.wall_s > 0 ? (double)items / res.wall_s : 0;
 
-  json metrics{{"steps", step},
+  json metrics{{"steps", steps},
                {"steps_total", tc.steps},
                {"wall_time_s", res.wall_s},
                {"steps_per_s", res.steps_per_s},
@@ -409,19 +372,17 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
                {"seed", tc.seed}};
   if (task->sequence_task()) metrics["tokens_per_s"] = res.tokens_per_s;
   else metrics["samples_per_s"] = res.tokens_per_s;
-  if (!res.curve.empty()) metrics["final_train_loss"] = res.curve.back().loss;
-  if (step >= tc.steps) {
+  if (!res.log.steps.empty()) metrics["final_train_loss"] = res.log.values.at("loss").back();
+  if (steps >= tc.steps) {
     json ev = task->evaluate(m, tc.batch_size, tc.eval_batches);
     for (auto it = ev.begin(); it != ev.end(); ++it) metrics[it.key()] = it.value();
   }
   res.metrics = metrics;
   if (!opts.out_dir.empty()) {
     const std::string& o = opts.out_dir;
-    write_file_atomic(o + "/curve.csv", curve_csv(res.curve));
+    ad::write_file_atomic(o + "/curve.csv", curve_csv(res.log));
     write_json_atomic(o + "/model_config.json", m.config());
-    if (step < tc.steps) {
-      save_checkpoint(o + "/checkpoint.safetensors", m, opt, step, res.curve, cfg, window_loss, window_n);
-    } else {
+    if (steps >= tc.steps) {  // an early stop has written its checkpoint
       save_model(m, o + "/model.safetensors");
       write_json_atomic(o + "/metrics.json", metrics);
     }

@@ -2,15 +2,17 @@
 //   {"model": {...make_model config...},
 //    "data":  {"type": "sparse_features" | "induction" | "text", ...},
 //    "train": {"steps", "batch_size", "lr", "schedule", "weight_decay", "seed", ...}}
-// AdamW, lr schedule, deterministic batches (step t's batch comes from an Rng seeded by
-// (seed, t), so a resumed run sees the same data), progress line on stderr, curve CSV,
-// metrics.json, model + checkpoint safetensors -- all files written atomically.
+// AdamW through the one training loop (autodiff/train_loop.hpp: step t's batch comes from
+// Rng(step_seed(seed, t)), so a resumed run sees the same data), progress line on stderr,
+// curve CSV, metrics.json, model + checkpoint safetensors -- all files written atomically.
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "autodiff/optim.hpp"
+#include "autodiff/train_loop.hpp"
+#include "models/config.hpp"
 #include "models/data.hpp"
 #include "models/model.hpp"
 
@@ -31,18 +33,12 @@ struct DataConfig {
   json to_json() const;
 };
 
-struct TrainConfig {
-  int64_t steps = 1000, batch_size = 256;
-  double lr = 1e-3;
-  std::string schedule = "constant";  // constant | linear | cosine
-  double final_lr_frac = 0.0;         // linear / cosine end at final_lr_frac * lr
-  int64_t warmup_steps = 0;
-  double weight_decay = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  double grad_clip = 0;               // > 0: clip the global gradient norm
+// The shared schedule (ad::TrainSchedule, read by read_train_schedule) plus what a target run
+// adds. Defaults: constant lr, batch 256, AdamW weight decay 0.01.
+struct TrainConfig : ad::TrainSchedule {
+  TrainConfig() { weight_decay = 0.01; }
   uint64_t seed = 0;
-  int64_t log_every = 100;            // one curve row per log_every steps
   int64_t eval_batches = 8;           // fixed held-out batches for the final evaluation
-  int64_t checkpoint_every = 0;       // > 0: write checkpoint.safetensors every N steps
   std::string dtype = "float32";
   json to_json() const;
 };
@@ -59,13 +55,6 @@ struct RunConfig {
 RunConfig parse_run_config(const json& j, const std::string& source);
 RunConfig load_run_config(const std::string& path);
 
-struct CurveRow {
-  int64_t step = 0;  // steps completed
-  double loss = 0;   // mean training loss over the rows's window
-  double lr = 0;
-  double time_s = 0;
-};
-
 struct TrainOptions {
   std::string out_dir;      // empty: write nothing
   std::string resume_from;  // checkpoint.safetensors to resume from
@@ -76,7 +65,7 @@ struct TrainOptions {
 struct TrainResult {
   std::unique_ptr<Model> model;
   json metrics;
-  std::vector<CurveRow> curve;
+  ad::TrainLog log;  // rows: "loss" (mean over the row's steps), "lr", "time_s", "grad_norm_params"
   int64_t steps_done = 0;
   double wall_s = 0, steps_per_s = 0, tokens_per_s = 0;
 };
@@ -100,16 +89,15 @@ std::unique_ptr<Task> make_task(const RunConfig& cfg);
 // Text runs: the dataset the run trains on (corpus + tokenizer + train/val split).
 TextDataset make_run_dataset(const DataConfig& d);
 
-// Checkpoints: model parameters + AdamW moments + step + curve, one safetensors file.
-// (window_loss, window_n): the partial curve window at the checkpoint, so a resumed run's
-// curve rows equal an uninterrupted run's even when the step is not a multiple of log_every.
+// Checkpoints: ad::save_checkpoint of kind "train" with every model parameter, the AdamW
+// state and the log; metadata "model_config" and "run_config".
 void save_checkpoint(const std::string& path, const Model& m, const ad::Adam& opt, int64_t step,
-                     const std::vector<CurveRow>& curve, const RunConfig& cfg, double window_loss = 0,
-                     int64_t window_n = 0);
-// Restores a checkpoint into a freshly built model + optimiser; returns the step.
-int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, std::vector<CurveRow>& curve,
-                        double* window_loss = nullptr, int64_t* window_n = nullptr);
+                     const ad::TrainLog& log, const RunConfig& cfg);
+// Restores a checkpoint into a freshly built model + optimiser; refuses one made with another
+// model or run config. Returns the first step not taken.
+int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, ad::TrainLog& log, const RunConfig& cfg);
 
-std::string curve_csv(const std::vector<CurveRow>& curve);
+// curve.csv: step,loss,lr,time_s
+std::string curve_csv(const ad::TrainLog& log);
 
 }  // namespace models

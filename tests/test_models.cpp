@@ -433,9 +433,14 @@ TEST_CASE("models: resume from a checkpoint gives the same result as an uninterr
   REQUIRE(pf.size() == pr.size());
   for (size_t i = 0; i < pf.size(); ++i)
     for (int64_t k = 0; k < pf[i].value.numel(); ++k) CHECK(pf[i].value.item(k) == pr[i].value.item(k));  // bit-identical
-  REQUIRE(full.curve.size() == resumed.curve.size());
-  for (size_t i = 0; i < full.curve.size(); ++i) CHECK(full.curve[i].loss == resumed.curve[i].loss);
+  REQUIRE(full.log.steps == resumed.log.steps);
+  CHECK(full.log.values.at("loss") == resumed.log.values.at("loss"));
   CHECK(full.metrics["eval_loss"] == resumed.metrics["eval_loss"]);
+
+  // A checkpoint resumes only the run that wrote it: another lr (or seed, steps, ...) is refused.
+  models::RunConfig other_lr = rc;
+  other_lr.train.lr *= 2;
+  CHECK_THROWS_WITH(models::train(other_lr, o), doctest::Contains("made with another run config (1 difference(s), at /train/lr)"));
 
   // model.safetensors reloads to the same function.
   std::unique_ptr<models::Model> loaded = models::load_model(dir + "/full/model.safetensors");
@@ -529,7 +534,7 @@ TEST_CASE("models: induction transformer predicts the repeated half with > 90% a
   json j = {{"model", {{"type", "induction"}, {"vocab", 16}, {"d_model", 32}, {"n_heads", 2}, {"n_layers", 2}, {"max_len", 16}}},
             {"data", {{"type", "induction"}, {"half_len", 8}}},
             {"train", {{"steps", 300}, {"batch_size", 32}, {"lr", 3e-3}, {"schedule", "cosine"}, {"final_lr_frac", 0.1},
-                       {"warmup_steps", 30}, {"grad_clip", 1.0}, {"seed", 0}, {"eval_batches", 8}}}};
+                       {"warmup_frac", 0.1}, {"grad_clip", 1.0}, {"seed", 0}, {"eval_batches", 8}}}};
   models::TrainResult r = models::train(models::parse_run_config(j, "<test>"), quiet());
   const double acc = r.metrics["induction_accuracy"];
   MESSAGE("induction accuracy on the repeated half: " << acc << " (chance 1/16)");
@@ -544,7 +549,7 @@ TEST_CASE("models: tiny LM on the story corpus beats the unigram entropy and sam
   json j = {{"model", {{"type", "tiny_lm"}, {"d_model", 64}, {"n_heads", 4}, {"n_layers", 2}, {"d_mlp", 256}, {"max_len", 64}}},
             {"data", {{"type", "text"}, {"corpus", "builtin:stories:1500"}, {"tokenizer", "char"}, {"seq_len", 64}, {"val_fraction", 0.05}}},
             {"train", {{"steps", 300}, {"batch_size", 16}, {"lr", 3e-3}, {"schedule", "cosine"}, {"final_lr_frac", 0.1},
-                       {"warmup_steps", 20}, {"grad_clip", 1.0}, {"weight_decay", 0.1}, {"seed", 0}, {"eval_batches", 4}}}};
+                       {"warmup_frac", 0.1}, {"grad_clip", 1.0}, {"weight_decay", 0.1}, {"seed", 0}, {"eval_batches", 4}}}};
   models::RunConfig rc = models::parse_run_config(j, "<test>");
   CHECK(rc.model["vocab"] == rc.model["tokenizer"]["chars"].get<std::string>().size());  // ASCII corpus
   models::TrainResult r = models::train(rc, quiet());
@@ -611,4 +616,23 @@ TEST_CASE("models: models trained in PyTorch load from safetensors and reproduce
   const ad::Tensor& ywant = ref.tensors.at("tms_y");
   for (int64_t i = 0; i < ywant.numel(); ++i) CHECK(y.item(i) == doctest::Approx(ywant.item(i)).epsilon(1e-5));
   std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("models: the shared schedule keys have one spelling; old spellings name the new key") {
+  auto with = [](const std::string& key, json v) {
+    json j = {{"model", {{"type", "tms"}, {"n_features", 5}, {"n_hidden", 2}}},
+              {"data", {{"type", "sparse_features"}, {"feature_prob", 0.05}}},
+              {"train", {{"steps", 10}, {"batch_size", 8}, {"lr", 1e-3}}}};
+    j["train"][key] = v;
+    return j;
+  };
+  CHECK_THROWS_WITH(models::parse_run_config(with("warmup_steps", 5), "w.json"),
+                    doctest::Contains("w.json: train.warmup_steps: this key is now spelled warmup_frac"));
+  CHECK_THROWS_WITH(models::parse_run_config(with("final_frac", 0.1), "w.json"),
+                    doctest::Contains("train.final_frac: this key is now spelled final_lr_frac"));
+  CHECK_THROWS_WITH(models::parse_run_config(with("steps", 2.7), "w.json"), doctest::Contains("train.steps: expected an integer"));
+  CHECK_THROWS_WITH(models::parse_run_config(with("warmup_frac", 1.5), "w.json"), doctest::Contains("train.warmup_frac: must be in [0, 1]"));
+  const models::RunConfig rc = models::parse_run_config(with("grad_clip", json{{"params", 0.5}}), "w.json");
+  CHECK(rc.train.clip_for("params") == 0.5);
+  CHECK(rc.train.warmup_frac == 0);
 }

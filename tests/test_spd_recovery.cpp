@@ -26,7 +26,7 @@ TEST_CASE("spd: TMS 5-2 decomposition recovers the five features (slow-ish, ~ten
   decomp::SPD spd(tgt, cfg, rng);
   auto t0 = std::chrono::steady_clock::now();
   decomp::TrainLog log;
-  decomp::train_spd(spd, rng, &log);
+  decomp::train_spd(spd, &log);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   decomp::EvalResult ev = decomp::evaluate(spd, rng);
   MESSAGE("TMS 5-2 SPD: " << secs << " s, MMCS " << ev.layers[0].mm.mmcs << " ML2R " << ev.layers[0].mm.ml2r

@@ -61,8 +61,8 @@ TmsRun train_tms(const TmsSweepConfig& cfg, double sparsity, std::uint64_t seed)
     models::TrainOptions opts;
     opts.progress = false;
     models::TrainResult r = models::train(rc, opts);
-    if (r.curve.empty()) throw std::runtime_error("train_tms: training returned no loss curve");
-    const double last = r.curve.back().loss;  // mean training loss over the last log window
+    if (r.log.steps.empty()) throw std::runtime_error("train_tms: training returned no loss curve");
+    const double last = r.log.values.at("loss").back();  // mean training loss over the last log window
     if (!std::isfinite(last)) throw std::runtime_error("train_tms: loss diverged at sparsity " + std::to_string(sparsity));
     if (last < best.final_loss) {
       const auto& tms = dynamic_cast<const models::TMS&>(*r.model);

@@ -25,7 +25,7 @@ BenchJson time_training(const models::RunConfig& rc, double seconds, int64_t ite
                 ad::AdamConfig{rc.train.lr, {0.9, 0.999}, 1e-8, rc.train.weight_decay});
   int64_t step = 0;
   auto one = [&] {
-    ad::Rng rng(models::step_seed(0, step++, 1));
+    ad::Rng rng(ad::step_seed(0, step++, 1));
     opt.zero_grad();
     ad::Tensor loss = task->loss(*m, rc.train.batch_size, rng);
     ad::backward(loss);

@@ -82,7 +82,7 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
   if (!log.steps.empty()) {
     std::vector<std::string> cols;
     for (auto& kv : log.values)
-      if (kv.first != "lr" && kv.first.rfind("grad_norm", 0) != 0) cols.push_back(kv.first);
+      if (kv.first != "lr" && kv.first != "time_s" && kv.first.rfind("grad_norm", 0) != 0) cols.push_back(kv.first);
     std::ostringstream csv;
     csv << "step";
     for (auto& c : cols) csv << "," << c;
