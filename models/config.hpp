@@ -56,8 +56,7 @@ class ConfigSection {
 
 // Reads and parses a JSON file; parse errors name the file and the byte position.
 json read_json_file(const std::string& path);
-// Writes text to `path` atomically (temp file in the same directory + rename).
-void write_file_atomic(const std::string& path, const std::string& text);
+// Writes j (2-space indent, trailing newline) to `path` with ad::write_file_atomic.
 void write_json_atomic(const std::string& path, const json& j);
 
 }  // namespace models

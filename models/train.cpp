@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autodiff/fileio.hpp"
 #include "models/transformers.hpp"
 
 namespace models {
@@ -417,7 +418,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   res.metrics = metrics;
   if (!opts.out_dir.empty()) {
     const std::string& o = opts.out_dir;
-    write_file_atomic(o + "/curve.csv", curve_csv(res.curve));
+    ad::write_file_atomic(o + "/curve.csv", curve_csv(res.curve));
     write_json_atomic(o + "/model_config.json", m.config());
     if (step < tc.steps) {
       save_checkpoint(o + "/checkpoint.safetensors", m, opt, step, res.curve, cfg, window_loss, window_n);

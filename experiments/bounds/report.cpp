@@ -3,11 +3,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+
+#include "autodiff/fileio.hpp"
 
 namespace pd::bounds {
 
@@ -73,19 +74,6 @@ LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y,
   return f;
 }
 
-void write_file_atomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot open " + tmp + " for writing");
-    out << contents;
-    out.flush();
-    if (!out) throw std::runtime_error("write failed: " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error("cannot rename " + tmp + " -> " + path);
-}
-
 void write_table_json(const std::string& path, const std::vector<CheckRow>& rows) {
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& r : rows) {
@@ -108,7 +96,7 @@ void write_table_json(const std::string& path, const std::vector<CheckRow>& rows
     j["note"] = r.note;
     arr.push_back(j);
   }
-  write_file_atomic(path, arr.dump(2) + "\n");
+  ad::write_file_atomic(path, arr.dump(2) + "\n");
 }
 
 static std::string csv_escape(const std::string& s) {
@@ -126,7 +114,7 @@ void write_table_csv(const std::string& path, const std::vector<CheckRow>& rows)
     os << csv_escape(r.check) << ',' << csv_escape(r.quantity) << ',' << csv_escape(r.params) << ','
        << kind_name(r.kind) << ',' << r.measured << ',' << r.predicted << ',' << r.compare() << ',' << r.tol
        << ',' << (r.held() ? "held" : "broken") << ',' << csv_escape(r.note) << '\n';
-  write_file_atomic(path, os.str());
+  ad::write_file_atomic(path, os.str());
 }
 
 std::string format_table(const std::vector<CheckRow>& rows) {
@@ -199,7 +187,7 @@ bool plot_xy(const std::string& dir, const std::string& name, const std::string&
     for (size_t i = 0; i < series[s].x.size(); ++i) d << series[s].x[i] << ' ' << series[s].y[i] << '\n';
     d << "\n\n";  // gnuplot index separator
   }
-  write_file_atomic(dat, d.str());
+  ad::write_file_atomic(dat, d.str());
   std::ostringstream g;
   g << "set terminal pngcairo size 900,600 enhanced font 'Sans,11'\n"
     << "set output " << gp_quote(png) << "\n"
@@ -215,7 +203,7 @@ bool plot_xy(const std::string& dir, const std::string& name, const std::string&
       << (series[s].line ? "lines lw 2" : series[s].scatter ? "points pt 7 ps 1.0" : "linespoints pt 7 ps 1.2") << " title " << gp_quote(series[s].title);
   }
   g << "\n";
-  write_file_atomic(gp, g.str());
+  ad::write_file_atomic(gp, g.str());
   if (!have_gnuplot()) {
     std::fprintf(stderr, "warning: gnuplot not found; skipped %s (data and script written)\n", png.c_str());
     return false;

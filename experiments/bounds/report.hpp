@@ -37,9 +37,6 @@ struct LogLogFit {
 // Least squares of log(y) on log(x); throws if fewer than two points or any value <= 0.
 LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y, const std::string& what);
 
-// Atomic file write: path.tmp then rename.
-void write_file_atomic(const std::string& path, const std::string& contents);
-
 // Table output: JSON (array of row objects) and CSV, and a fixed-width text table.
 void write_table_json(const std::string& path, const std::vector<CheckRow>& rows);
 void write_table_csv(const std::string& path, const std::vector<CheckRow>& rows);
