@@ -49,7 +49,7 @@ struct BenchRegistration {
 };
 
 // Runs one registered workload and returns its output lines (each a JSON object with
-// "bench" and "max_rss_kb" added). Throws std::runtime_error for an unknown name.
+// "bench" and "max_rss_kb" added). Throws ad::Error for an unknown name.
 std::vector<BenchJson> run_bench(const std::string& name, const BenchOptions& opt);
 
 // ---- measurement helpers ------------------------------------------------------------------

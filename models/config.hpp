@@ -10,12 +10,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/error.hpp"
+
 namespace models {
 
 using json = nlohmann::json;
 
-struct ConfigError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// A config file that cannot be read or does not fit the schema.
+struct ConfigError : ad::Error {
+  using ad::Error::Error;
 };
 
 class ConfigSection {

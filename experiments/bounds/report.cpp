@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
-#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/error.hpp"
 #include "autodiff/fileio.hpp"
 
 namespace pd::bounds {
@@ -46,20 +46,20 @@ bool CheckRow::held() const {
 
 LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y, const std::string& what) {
   if (x.size() != y.size() || x.size() < 2)
-    throw std::runtime_error("fit_loglog(" + what + "): need >= 2 paired points, got " +
-                             std::to_string(x.size()) + " x and " + std::to_string(y.size()) + " y");
+    ad::fail("fit_loglog(" + what + "): need >= 2 paired points, got " +
+             std::to_string(x.size()) + " x and " + std::to_string(y.size()) + " y");
   const double n = static_cast<double>(x.size());
   double sx = 0, sy = 0, sxx = 0, sxy = 0;
   std::vector<double> lx(x.size()), ly(y.size());
   for (size_t i = 0; i < x.size(); ++i) {
     if (!(x[i] > 0) || !(y[i] > 0))
-      throw std::runtime_error("fit_loglog(" + what + "): non-positive value at point " + std::to_string(i));
+      ad::fail("fit_loglog(" + what + "): non-positive value at point " + std::to_string(i));
     lx[i] = std::log(x[i]);
     ly[i] = std::log(y[i]);
     sx += lx[i], sy += ly[i], sxx += lx[i] * lx[i], sxy += lx[i] * ly[i];
   }
   const double denom = n * sxx - sx * sx;
-  if (std::fabs(denom) < 1e-300) throw std::runtime_error("fit_loglog(" + what + "): all x equal");
+  if (std::fabs(denom) < 1e-300) ad::fail("fit_loglog(" + what + "): all x equal");
   LogLogFit f;
   f.slope = (n * sxy - sx * sy) / denom;
   f.intercept = (sy - f.slope * sx) / n;
