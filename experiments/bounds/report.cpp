@@ -2,13 +2,13 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "autodiff/error.hpp"
 #include "autodiff/fileio.hpp"
+#include "experiments/plot.hpp"
 
 namespace pd::bounds {
 
@@ -162,21 +162,6 @@ PlotSeries fit_line(const std::string& title, const LogLogFit& fit, double x_min
   return s;
 }
 
-static bool have_gnuplot() {
-  static int cached = -1;
-  if (cached < 0) cached = std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 1 : 0;
-  return cached == 1;
-}
-
-static std::string gp_quote(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return "\"" + out + "\"";
-}
-
 bool plot_xy(const std::string& dir, const std::string& name, const std::string& title, const std::string& xlabel,
              const std::string& ylabel, const std::vector<PlotSeries>& series, bool logx, bool logy) {
   const std::string dat = dir + "/" + name + ".dat", gp = dir + "/" + name + ".gp", png = dir + "/" + name + ".png";
@@ -189,31 +174,19 @@ bool plot_xy(const std::string& dir, const std::string& name, const std::string&
   }
   ad::write_file_atomic(dat, d.str());
   std::ostringstream g;
-  g << "set terminal pngcairo size 900,600 enhanced font 'Sans,11'\n"
-    << "set output " << gp_quote(png) << "\n"
-    << "set title " << gp_quote(title) << " noenhanced\n"
-    << "set xlabel " << gp_quote(xlabel) << " noenhanced\nset ylabel " << gp_quote(ylabel) << " noenhanced\n"
+  g << "set title " << gnuplot_quote(title) << " noenhanced\n"
+    << "set xlabel " << gnuplot_quote(xlabel) << " noenhanced\nset ylabel " << gnuplot_quote(ylabel) << " noenhanced\n"
     << "set key left top noenhanced\nset grid\n";
   if (logx) g << "set logscale x\n";
   if (logy) g << "set logscale y\n";
   g << "plot ";
   for (size_t s = 0; s < series.size(); ++s) {
     if (s) g << ", \\\n     ";
-    g << gp_quote(dat) << " index " << s << " using 1:2 with "
-      << (series[s].line ? "lines lw 2" : series[s].scatter ? "points pt 7 ps 1.0" : "linespoints pt 7 ps 1.2") << " title " << gp_quote(series[s].title);
+    g << gnuplot_quote(dat) << " index " << s << " using 1:2 with "
+      << (series[s].line ? "lines lw 2" : series[s].scatter ? "points pt 7 ps 1.0" : "linespoints pt 7 ps 1.2") << " title " << gnuplot_quote(series[s].title);
   }
   g << "\n";
-  ad::write_file_atomic(gp, g.str());
-  if (!have_gnuplot()) {
-    std::fprintf(stderr, "warning: gnuplot not found; skipped %s (data and script written)\n", png.c_str());
-    return false;
-  }
-  const std::string cmd = "gnuplot " + gp_quote(gp) + " 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "warning: gnuplot failed on %s; PNG skipped\n", gp.c_str());
-    return false;
-  }
-  return true;
+  return plot_png(gp, png, "pngcairo size 900,600 enhanced font 'Sans,11'", g.str());
 }
 
 }  // namespace pd::bounds

@@ -52,7 +52,8 @@ struct PlotSeries {
   bool scatter = false;  // points without connecting lines
 };
 // Writes DIR/NAME.dat and DIR/NAME.gp and runs gnuplot to make DIR/NAME.png (log-log axes unless
-// logx/logy are false). Missing gnuplot: prints a warning and returns false, never throws.
+// logx/logy are false) with pd::plot_png. Missing or failing gnuplot: prints a warning and returns
+// false; throws ad::Error only when a file cannot be written.
 bool plot_xy(const std::string& dir, const std::string& name, const std::string& title,
              const std::string& xlabel, const std::string& ylabel, const std::vector<PlotSeries>& series,
              bool logx = true, bool logy = true);
