@@ -7,7 +7,7 @@
 #include "autodiff/ops.hpp"
 #include "autodiff/random.hpp"
 #include "decomp/ci_ops.hpp"
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 
 TEST_CASE("bench: engine workloads are registered and a quick run reports its fields") {
   auto& reg = pd::bench_registry();

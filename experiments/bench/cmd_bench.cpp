@@ -22,7 +22,7 @@
 #include "autodiff/optim.hpp"
 #include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 #include "experiments/cli.hpp"
 
 namespace pd {
