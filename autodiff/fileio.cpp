@@ -14,10 +14,14 @@ namespace ad {
 
 static std::string errno_text() { return std::strerror(errno); }
 
+std::string temp_path_for(const std::string& path) {
+  static std::atomic<unsigned> counter{0};
+  return path + ".tmp." + std::to_string((long)getpid()) + "." + std::to_string(counter++);
+}
+
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   if (path.empty()) fail("write_file_atomic: empty path");
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string((long)getpid()) + "." + std::to_string(counter++);
+  const std::string tmp = temp_path_for(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot write '" + path + "': creating temporary file '" + tmp + "' failed: " + errno_text());
   auto abort_write = [&](const std::string& what) {

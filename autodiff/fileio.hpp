@@ -1,7 +1,7 @@
-// Whole-file reads and atomic whole-file writes.
+// Whole-file reads and atomic whole-file writes: the project's one writer for every output file.
 //
 // write_file_atomic writes to a temporary file in the target's directory (name
-// "<target>.tmp.<pid>.<n>", never the target itself), flushes and fsyncs it, renames it over
+// temp_path_for(target), never the target itself), flushes and fsyncs it, renames it over
 // the target and fsyncs the directory. A failure at any point removes the temporary file and
 // throws ad::Error; the previous target file, if any, is left untouched. A process killed
 // mid-write can leave a stray "*.tmp.*" file but never a half-written target.
@@ -10,6 +10,10 @@
 #include <string>
 
 namespace ad {
+
+// A fresh name next to `path` for a temporary file: "<path>.tmp.<pid>.<n>", n counting up per
+// process, so concurrent writers (threads or processes) never share one.
+std::string temp_path_for(const std::string& path);
 
 void write_file_atomic(const std::string& path, const void* data, size_t size);
 inline void write_file_atomic(const std::string& path, const std::string& bytes) {

@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/error.hpp"
+
 namespace ad {
 
 enum class DType : uint8_t { f32, f64 };
@@ -52,12 +54,7 @@ struct Shape {
   std::string str() const;  // "[3, 5]"
 };
 
-// Thrown for every misuse the engine detects (shape mismatch, wrong dtype, released graph,
-// non-finite values under the NaN guard). The message names the op and the shapes.
-struct Error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-[[noreturn]] void fail(const std::string& msg);
+// ad::Error and ad::fail: autodiff/error.hpp.
 [[noreturn]] void shape_error(const char* op, const Shape& a, const Shape& b, const char* what);
 
 struct Node;

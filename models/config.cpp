@@ -1,11 +1,10 @@
 #include "models/config.hpp"
 
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 
-#include <unistd.h>
+#include "autodiff/fileio.hpp"
 
 namespace models {
 
@@ -179,25 +178,6 @@ json read_json_file(const std::string& path) {
   }
 }
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  // Unique temp name in the same directory, so rename() is atomic on the same filesystem.
-  std::string tmp = path + ".tmp." + std::to_string((long)getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(path + ": cannot open temporary file " + tmp + " for writing");
-    out.write(text.data(), (std::streamsize)text.size());
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw std::runtime_error(path + ": write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": rename from temporary file failed");
-  }
-}
-
-void write_json_atomic(const std::string& path, const json& j) { write_file_atomic(path, j.dump(2) + "\n"); }
+void write_json_atomic(const std::string& path, const json& j) { ad::write_file_atomic(path, j.dump(2) + "\n"); }
 
 }  // namespace models

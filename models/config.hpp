@@ -10,14 +10,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/error.hpp"
 #include "autodiff/train_loop.hpp"
 
 namespace models {
 
 using json = nlohmann::json;
 
-struct ConfigError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// A config file that cannot be read or does not fit the schema.
+struct ConfigError : ad::Error {
+  using ad::Error::Error;
 };
 
 class ConfigSection {
@@ -66,8 +68,7 @@ json train_schedule_json(const ad::TrainSchedule& s);
 
 // Reads and parses a JSON file; parse errors name the file and the byte position.
 json read_json_file(const std::string& path);
-// Writes text to `path` atomically (temp file in the same directory + rename).
-void write_file_atomic(const std::string& path, const std::string& text);
+// Writes j (2-space indent, trailing newline) to `path` with ad::write_file_atomic.
 void write_json_atomic(const std::string& path, const json& j);
 
 }  // namespace models

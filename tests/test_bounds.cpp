@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
-#include <stdexcept>
 
 #include "experiments/bounds/circuits.hpp"
 #include "experiments/bounds/interference.hpp"
@@ -38,8 +37,8 @@ TEST_CASE("bounds: fit_loglog recovers an exact power law and rejects bad input"
   CHECK(f.slope == doctest::Approx(-0.75).epsilon(1e-12));
   CHECK(std::exp(f.intercept) == doctest::Approx(3.0).epsilon(1e-12));
   CHECK(f.r2 == doctest::Approx(1.0));
-  CHECK_THROWS_AS(fit_loglog({1.0}, {1.0}, "one point"), std::runtime_error);
-  CHECK_THROWS_AS(fit_loglog({1.0, 2.0}, {1.0, -1.0}, "negative"), std::runtime_error);
+  CHECK_THROWS_AS(fit_loglog({1.0}, {1.0}, "one point"), ad::Error);
+  CHECK_THROWS_AS(fit_loglog({1.0, 2.0}, {1.0, -1.0}, "negative"), ad::Error);
 }
 
 TEST_CASE("bounds: held/broken follows the stated tolerance for each kind") {
@@ -114,8 +113,17 @@ TEST_CASE("bounds: embedding has S ones per row and rows share at most one neuro
 TEST_CASE("bounds: packing past the limit is an error, not a silent bad embedding") {
   Rng rng(5);
   CHECK(packing_limit(20, 5) == doctest::Approx(19.0));
-  CHECK_THROWS_AS(build_embedding(20, 30, 5, rng), std::runtime_error);
-  CHECK_THROWS_AS(build_embedding(20, 3, 1, rng), std::invalid_argument);
+  CHECK_THROWS_AS(build_embedding(20, 30, 5, rng), PackingError);
+  CHECK_THROWS_AS(build_embedding(20, 3, 1, rng), ad::Error);
+  // Bad arguments must not pass for a packing failure: largest_T_meeting treats those as "T too large".
+  bool packing = false;
+  try {
+    build_embedding(20, 3, 1, rng);
+  } catch (const PackingError&) {
+    packing = true;
+  } catch (const ad::Error&) {
+  }
+  CHECK_FALSE(packing);
 }
 
 TEST_CASE("bounds: chi makes the mean cross-circuit coupling zero") {
@@ -226,8 +234,8 @@ TEST_CASE("bounds: U-AND reads an AND of the only two active features exactly") 
   CHECK(e.bias_one == doctest::Approx(0.2).epsilon(0.15));
   // no-active pair: needs two active features wired to i for h_i > 0 -> mean ~ p^2 * (l-1 choose ..) small
   CHECK(e.bias_none < 0.05);
-  CHECK_THROWS_AS(build_uand(1, 10, 0.1, rng), std::invalid_argument);
-  CHECK_THROWS_AS(measure_uand(net, 1, 10, rng), std::invalid_argument);
+  CHECK_THROWS_AS(build_uand(1, 10, 0.1, rng), ad::Error);
+  CHECK_THROWS_AS(measure_uand(net, 1, 10, rng), ad::Error);
 }
 
 TEST_CASE("bounds: U-AND noise falls with d at fixed p") {

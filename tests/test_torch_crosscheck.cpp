@@ -33,7 +33,7 @@ struct CrossTempDir {
   std::string path;
   CrossTempDir() {
     std::string tmpl = (std::filesystem::temp_directory_path() / "pd_torch_xcheck_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed for " + tmpl);
+    if (!mkdtemp(tmpl.data())) ad::fail("mkdtemp failed for " + tmpl);
     path = tmpl;
   }
   ~CrossTempDir() {

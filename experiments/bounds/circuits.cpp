@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <numeric>
 #include <sstream>
-#include <stdexcept>
 
 #include "autodiff/gemm.hpp"
 
@@ -17,8 +16,8 @@ double packing_limit(int K, int S) { return static_cast<double>(K) * (K - 1) / (
 
 Embedding build_embedding(int K, int T, int S, Rng& rng) {
   if (K <= 0 || T <= 0 || S <= 1 || S > K)
-    throw std::invalid_argument("build_embedding: need K > 0, T > 0, 1 < S <= K (got K=" + std::to_string(K) +
-                                " T=" + std::to_string(T) + " S=" + std::to_string(S) + ")");
+    ad::fail("build_embedding: need K > 0, T > 0, 1 < S <= K (got K=" + std::to_string(K) +
+             " T=" + std::to_string(T) + " S=" + std::to_string(S) + ")");
   Embedding E;
   E.K = K;
   E.S = S;
@@ -46,8 +45,8 @@ Embedding build_embedding(int K, int T, int S, Rng& rng) {
       }
     }
     if (static_cast<int>(chosen.size()) < S)
-      throw std::runtime_error("build_embedding: greedy packing failed at circuit " + std::to_string(t) + " of T=" +
-                               std::to_string(T) + " (K=" + std::to_string(K) + ", S=" + std::to_string(S) +
+      throw PackingError("build_embedding: greedy packing failed at circuit " + std::to_string(t) + " of T=" +
+                          std::to_string(T) + " (K=" + std::to_string(K) + ", S=" + std::to_string(S) +
                                ", packing limit " + std::to_string(packing_limit(K, S)) + ")");
     std::sort(chosen.begin(), chosen.end());
     for (int n : chosen) {
@@ -103,9 +102,9 @@ std::array<double, 16> RotationCircuits::weight(int t, int l) const {
 }
 
 SuperposedNetwork build_network(const CircuitConfig& cfg) {
-  if (cfg.D % kRotD != 0) throw std::invalid_argument("rotation construction: D must be a multiple of d=4 (D=" + std::to_string(cfg.D) + ")");
-  if (cfg.z < 1 || cfg.z > cfg.T) throw std::invalid_argument("rotation construction: need 1 <= z <= T");
-  if (cfg.L < 1) throw std::invalid_argument("rotation construction: need L >= 1");
+  if (cfg.D % kRotD != 0) ad::fail("rotation construction: D must be a multiple of d=4 (D=" + std::to_string(cfg.D) + ")");
+  if (cfg.z < 1 || cfg.z > cfg.T) ad::fail("rotation construction: need 1 <= z <= T");
+  if (cfg.L < 1) ad::fail("rotation construction: need L >= 1");
   SuperposedNetwork net;
   net.cfg = cfg;
   net.K = cfg.D / kRotD;
@@ -115,7 +114,7 @@ SuperposedNetwork build_network(const CircuitConfig& cfg) {
   net.circuits.T = cfg.T;
   net.circuits.L = cfg.L;
   net.circuits.alpha = cfg.alpha;
-  if (cfg.beta < 0) throw std::invalid_argument("rotation construction: beta must be >= 0");
+  if (cfg.beta < 0) ad::fail("rotation construction: beta must be >= 0");
   net.circuits.beta = cfg.beta;
   net.circuits.theta.resize(static_cast<size_t>(cfg.L) * cfg.T);
   for (auto& th : net.circuits.theta) th = 2.0 * M_PI * rng.uniform();
@@ -335,7 +334,7 @@ int largest_T_meeting(CircuitConfig cfg, double target, int T_lo, int T_hi, int 
     try {
       const auto r = run_rotation(cfg);
       return r.layers.back().mse_x_active <= target;
-    } catch (const std::runtime_error&) {
+    } catch (const PackingError&) {
       return false;  // packing infeasible
     }
   };
@@ -453,7 +452,7 @@ void run_circuits(bool quick, std::uint64_t seed, const std::string& out_dir, st
       RotationResult r;
       try {
         r = run_rotation(base(D, T, z, L));
-      } catch (const std::runtime_error& e) {
+      } catch (const PackingError& e) {
         std::fprintf(stderr, "[bounds] load %.4f skipped: %s\n", load, e.what());
         continue;
       }

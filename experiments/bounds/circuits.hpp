@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/error.hpp"
 #include "experiments/bounds/report.hpp"
 #include "experiments/bounds/rng.hpp"
 
@@ -39,9 +40,14 @@ struct Embedding {
   int T() const { return static_cast<int>(rows.size()); }
 };
 
+// build_embedding could not place every circuit: T too close to the packing limit.
+struct PackingError : ad::Error {
+  using ad::Error::Error;
+};
+
 // Balanced greedy packing: each circuit takes the S least-used positions (random tie-break) that
-// keep every pair of positions in at most one circuit. Throws if it cannot place a circuit (T too
-// close to the packing limit K(K-1)/(S(S-1))).
+// keep every pair of positions in at most one circuit. Throws PackingError if it cannot place a
+// circuit (T too close to the packing limit K(K-1)/(S(S-1))), ad::Error on bad arguments.
 Embedding build_embedding(int K, int T, int S, Rng& rng);
 // Largest possible T for (K, S): K(K-1)/(S(S-1)).
 double packing_limit(int K, int S);

@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "autodiff/fileio.hpp"
 #include "experiments/bounds/circuits.hpp"
 #include "experiments/bounds/interference.hpp"
 #include "experiments/bounds/report.hpp"
@@ -75,7 +76,7 @@ int cmd_bounds(int argc, char** argv) {
   timed("tms", [&] { pd::bounds::run_tms(quick, seed, out, rows); });
   pd::bounds::write_table_json(out + "/bounds.json", rows);
   pd::bounds::write_table_csv(out + "/bounds.csv", rows);
-  pd::bounds::write_file_atomic(out + "/bounds.md", pd::bounds::format_table_markdown(rows));
+  ad::write_file_atomic(out + "/bounds.md", pd::bounds::format_table_markdown(rows));
   std::fputs(pd::bounds::format_table(rows).c_str(), stdout);
   int held = 0;
   for (const auto& r : rows) held += r.held();

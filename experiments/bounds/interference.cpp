@@ -5,14 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <stdexcept>
 
+#include "autodiff/error.hpp"
 #include "autodiff/gemm.hpp"
 
 namespace pd::bounds {
 
 std::vector<double> random_unit_vectors(int n, int m, Rng& rng) {
-  if (n <= 0 || m <= 0) throw std::invalid_argument("random_unit_vectors: n and m must be positive");
+  if (n <= 0 || m <= 0) ad::fail("random_unit_vectors: n and m must be positive");
   std::vector<double> V(static_cast<size_t>(m) * n);
   for (int i = 0; i < m; ++i) {
     double* row = &V[static_cast<size_t>(i) * n];
@@ -61,7 +61,7 @@ static void superpose_and_read(const std::vector<double>& V, int n, int m, int l
 }
 
 double readout_noise_rms(const std::vector<double>& V, int n, int m, int l, int trials, Rng& rng) {
-  if (l < 1 || l >= m) throw std::invalid_argument("readout_noise_rms: need 1 <= l < m");
+  if (l < 1 || l >= m) ad::fail("readout_noise_rms: need 1 <= l < m");
   std::vector<double> R;
   std::vector<std::vector<int>> active;
   double sum = 0.0;
@@ -230,7 +230,7 @@ void run_interference(bool quick, std::uint64_t seed, const std::string& out_dir
     int used = 0;
     for (const auto& p : pts)
       if (p.lmax > 0) sum_log_c += std::log(p.n / (p.lmax * std::log(static_cast<double>(p.m)))), ++used;
-    if (used == 0) throw std::runtime_error("interference: no configuration could read out even one feature");
+    if (used == 0) ad::fail("interference: no configuration could read out even one feature");
     const double c_fit = std::exp(sum_log_c / used);
     std::vector<PlotSeries> series;
     PlotSeries meas{"measured l_max", {}, {}, false};

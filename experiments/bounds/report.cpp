@@ -2,12 +2,13 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <sstream>
-#include <stdexcept>
 
 #include <nlohmann/json.hpp>
+
+#include "autodiff/error.hpp"
+#include "autodiff/fileio.hpp"
+#include "experiments/plot.hpp"
 
 namespace pd::bounds {
 
@@ -45,20 +46,20 @@ bool CheckRow::held() const {
 
 LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y, const std::string& what) {
   if (x.size() != y.size() || x.size() < 2)
-    throw std::runtime_error("fit_loglog(" + what + "): need >= 2 paired points, got " +
-                             std::to_string(x.size()) + " x and " + std::to_string(y.size()) + " y");
+    ad::fail("fit_loglog(" + what + "): need >= 2 paired points, got " +
+             std::to_string(x.size()) + " x and " + std::to_string(y.size()) + " y");
   const double n = static_cast<double>(x.size());
   double sx = 0, sy = 0, sxx = 0, sxy = 0;
   std::vector<double> lx(x.size()), ly(y.size());
   for (size_t i = 0; i < x.size(); ++i) {
     if (!(x[i] > 0) || !(y[i] > 0))
-      throw std::runtime_error("fit_loglog(" + what + "): non-positive value at point " + std::to_string(i));
+      ad::fail("fit_loglog(" + what + "): non-positive value at point " + std::to_string(i));
     lx[i] = std::log(x[i]);
     ly[i] = std::log(y[i]);
     sx += lx[i], sy += ly[i], sxx += lx[i] * lx[i], sxy += lx[i] * ly[i];
   }
   const double denom = n * sxx - sx * sx;
-  if (std::fabs(denom) < 1e-300) throw std::runtime_error("fit_loglog(" + what + "): all x equal");
+  if (std::fabs(denom) < 1e-300) ad::fail("fit_loglog(" + what + "): all x equal");
   LogLogFit f;
   f.slope = (n * sxy - sx * sy) / denom;
   f.intercept = (sy - f.slope * sx) / n;
@@ -71,19 +72,6 @@ LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y,
   }
   f.r2 = ss_tot > 0 ? 1.0 - ss_res / ss_tot : 1.0;
   return f;
-}
-
-void write_file_atomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot open " + tmp + " for writing");
-    out << contents;
-    out.flush();
-    if (!out) throw std::runtime_error("write failed: " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error("cannot rename " + tmp + " -> " + path);
 }
 
 void write_table_json(const std::string& path, const std::vector<CheckRow>& rows) {
@@ -108,7 +96,7 @@ void write_table_json(const std::string& path, const std::vector<CheckRow>& rows
     j["note"] = r.note;
     arr.push_back(j);
   }
-  write_file_atomic(path, arr.dump(2) + "\n");
+  ad::write_file_atomic(path, arr.dump(2) + "\n");
 }
 
 static std::string csv_escape(const std::string& s) {
@@ -126,7 +114,7 @@ void write_table_csv(const std::string& path, const std::vector<CheckRow>& rows)
     os << csv_escape(r.check) << ',' << csv_escape(r.quantity) << ',' << csv_escape(r.params) << ','
        << kind_name(r.kind) << ',' << r.measured << ',' << r.predicted << ',' << r.compare() << ',' << r.tol
        << ',' << (r.held() ? "held" : "broken") << ',' << csv_escape(r.note) << '\n';
-  write_file_atomic(path, os.str());
+  ad::write_file_atomic(path, os.str());
 }
 
 std::string format_table(const std::vector<CheckRow>& rows) {
@@ -174,21 +162,6 @@ PlotSeries fit_line(const std::string& title, const LogLogFit& fit, double x_min
   return s;
 }
 
-static bool have_gnuplot() {
-  static int cached = -1;
-  if (cached < 0) cached = std::system("command -v gnuplot >/dev/null 2>&1") == 0 ? 1 : 0;
-  return cached == 1;
-}
-
-static std::string gp_quote(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return "\"" + out + "\"";
-}
-
 bool plot_xy(const std::string& dir, const std::string& name, const std::string& title, const std::string& xlabel,
              const std::string& ylabel, const std::vector<PlotSeries>& series, bool logx, bool logy) {
   const std::string dat = dir + "/" + name + ".dat", gp = dir + "/" + name + ".gp", png = dir + "/" + name + ".png";
@@ -199,33 +172,21 @@ bool plot_xy(const std::string& dir, const std::string& name, const std::string&
     for (size_t i = 0; i < series[s].x.size(); ++i) d << series[s].x[i] << ' ' << series[s].y[i] << '\n';
     d << "\n\n";  // gnuplot index separator
   }
-  write_file_atomic(dat, d.str());
+  ad::write_file_atomic(dat, d.str());
   std::ostringstream g;
-  g << "set terminal pngcairo size 900,600 enhanced font 'Sans,11'\n"
-    << "set output " << gp_quote(png) << "\n"
-    << "set title " << gp_quote(title) << " noenhanced\n"
-    << "set xlabel " << gp_quote(xlabel) << " noenhanced\nset ylabel " << gp_quote(ylabel) << " noenhanced\n"
+  g << "set title " << gnuplot_quote(title) << " noenhanced\n"
+    << "set xlabel " << gnuplot_quote(xlabel) << " noenhanced\nset ylabel " << gnuplot_quote(ylabel) << " noenhanced\n"
     << "set key left top noenhanced\nset grid\n";
   if (logx) g << "set logscale x\n";
   if (logy) g << "set logscale y\n";
   g << "plot ";
   for (size_t s = 0; s < series.size(); ++s) {
     if (s) g << ", \\\n     ";
-    g << gp_quote(dat) << " index " << s << " using 1:2 with "
-      << (series[s].line ? "lines lw 2" : series[s].scatter ? "points pt 7 ps 1.0" : "linespoints pt 7 ps 1.2") << " title " << gp_quote(series[s].title);
+    g << gnuplot_quote(dat) << " index " << s << " using 1:2 with "
+      << (series[s].line ? "lines lw 2" : series[s].scatter ? "points pt 7 ps 1.0" : "linespoints pt 7 ps 1.2") << " title " << gnuplot_quote(series[s].title);
   }
   g << "\n";
-  write_file_atomic(gp, g.str());
-  if (!have_gnuplot()) {
-    std::fprintf(stderr, "warning: gnuplot not found; skipped %s (data and script written)\n", png.c_str());
-    return false;
-  }
-  const std::string cmd = "gnuplot " + gp_quote(gp) + " 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "warning: gnuplot failed on %s; PNG skipped\n", gp.c_str());
-    return false;
-  }
-  return true;
+  return plot_png(gp, png, "pngcairo size 900,600 enhanced font 'Sans,11'", g.str());
 }
 
 }  // namespace pd::bounds

@@ -37,9 +37,6 @@ struct LogLogFit {
 // Least squares of log(y) on log(x); throws if fewer than two points or any value <= 0.
 LogLogFit fit_loglog(const std::vector<double>& x, const std::vector<double>& y, const std::string& what);
 
-// Atomic file write: path.tmp then rename.
-void write_file_atomic(const std::string& path, const std::string& contents);
-
 // Table output: JSON (array of row objects) and CSV, and a fixed-width text table.
 void write_table_json(const std::string& path, const std::vector<CheckRow>& rows);
 void write_table_csv(const std::string& path, const std::vector<CheckRow>& rows);
@@ -55,7 +52,8 @@ struct PlotSeries {
   bool scatter = false;  // points without connecting lines
 };
 // Writes DIR/NAME.dat and DIR/NAME.gp and runs gnuplot to make DIR/NAME.png (log-log axes unless
-// logx/logy are false). Missing gnuplot: prints a warning and returns false, never throws.
+// logx/logy are false) with pd::plot_png. Missing or failing gnuplot: prints a warning and returns
+// false; throws ad::Error only when a file cannot be written.
 bool plot_xy(const std::string& dir, const std::string& name, const std::string& title,
              const std::string& xlabel, const std::string& ylabel, const std::vector<PlotSeries>& series,
              bool logx = true, bool logy = true);

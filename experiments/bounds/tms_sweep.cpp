@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <stdexcept>
 
 #include "autodiff/autograd.hpp"
+#include "autodiff/error.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/optim.hpp"
 #include "autodiff/random.hpp"
@@ -21,7 +21,7 @@ ad::Tensor tms_loss(const ad::Tensor& W, const ad::Tensor& b, const ad::Tensor& 
 }
 
 std::vector<double> feature_dimensionalities(const std::vector<double>& W, int m, int n) {
-  if (static_cast<int>(W.size()) != m * n) throw std::invalid_argument("feature_dimensionalities: W must be [m, n]");
+  if (static_cast<int>(W.size()) != m * n) ad::fail("feature_dimensionalities: W must be [m, n]");
   std::vector<double> dims(n, 0.0);
   for (int i = 0; i < n; ++i) {
     double norm2 = 0;
@@ -39,7 +39,7 @@ std::vector<double> feature_dimensionalities(const std::vector<double>& W, int m
 }
 
 TmsRun train_tms(const TmsSweepConfig& cfg, double sparsity, std::uint64_t seed) {
-  if (!(sparsity >= 0 && sparsity < 1)) throw std::invalid_argument("train_tms: sparsity must be in [0, 1)");
+  if (!(sparsity >= 0 && sparsity < 1)) ad::fail("train_tms: sparsity must be in [0, 1)");
   const int n = cfg.n_features, m = cfg.n_hidden;
   TmsRun best;
   best.final_loss = INFINITY;
@@ -61,9 +61,9 @@ TmsRun train_tms(const TmsSweepConfig& cfg, double sparsity, std::uint64_t seed)
     models::TrainOptions opts;
     opts.progress = false;
     models::TrainResult r = models::train(rc, opts);
-    if (r.log.steps.empty()) throw std::runtime_error("train_tms: training returned no loss curve");
+    if (r.log.steps.empty()) ad::fail("train_tms: training returned no loss curve");
     const double last = r.log.values.at("loss").back();  // mean training loss over the last log window
-    if (!std::isfinite(last)) throw std::runtime_error("train_tms: loss diverged at sparsity " + std::to_string(sparsity));
+    if (!std::isfinite(last)) ad::fail("train_tms: loss diverged at sparsity " + std::to_string(sparsity));
     if (last < best.final_loss) {
       const auto& tms = dynamic_cast<const models::TMS&>(*r.model);
       best.final_loss = last;

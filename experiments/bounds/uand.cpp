@@ -3,14 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <stdexcept>
+
+#include "autodiff/error.hpp"
 
 namespace pd::bounds {
 
 UAnd build_uand(int m, int d, double p, Rng& rng) {
   if (m < 2 || d < 1 || !(p > 0 && p <= 1))
-    throw std::invalid_argument("build_uand: need m >= 2, d >= 1, 0 < p <= 1 (got m=" + std::to_string(m) +
-                                " d=" + std::to_string(d) + " p=" + std::to_string(p) + ")");
+    ad::fail("build_uand: need m >= 2, d >= 1, 0 < p <= 1 (got m=" + std::to_string(m) +
+             " d=" + std::to_string(d) + " p=" + std::to_string(p) + ")");
   UAnd net;
   net.m = m, net.d = d, net.p = p;
   net.wired.resize(m);
@@ -20,8 +21,8 @@ UAnd build_uand(int m, int d, double p, Rng& rng) {
   return net;
 }
 
-UAndError measure_uand(const UAnd& net, int l, int trials, Rng& rng) {
-  if (l < 2 || l > net.m - 2) throw std::invalid_argument("measure_uand: need 2 <= l <= m - 2");
+UAndErrorStats measure_uand(const UAnd& net, int l, int trials, Rng& rng) {
+  if (l < 2 || l > net.m - 2) ad::fail("measure_uand: need 2 <= l <= m - 2");
   std::vector<int> count(net.d, 0);  // sum_a W_ia f_a for the current input
   std::vector<int> common;
   // per class: sum of error, sum of squared error, number of pairs
@@ -57,7 +58,7 @@ UAndError measure_uand(const UAnd& net, int l, int trials, Rng& rng) {
     for (int k = 0; k < l; ++k)
       for (int i : net.wired[act[k]]) --count[i];
   }
-  UAndError r;
+  UAndErrorStats r;
   double ms = 0, noise = 0;
   double bias[3];
   for (int c = 0; c < 3; ++c) {

@@ -18,7 +18,8 @@ struct UAnd {
 };
 UAnd build_uand(int m, int d, double p, Rng& rng);
 
-struct UAndError {
+// Measured U-AND readout error (a result, not an exception).
+struct UAndErrorStats {
   double rms = 0;        // RMS of (y_hat_ab - AND(a,b)), pair classes both/one/none weighted equally
   double noise_rms = 0;  // same with each class's mean error removed (the fluctuating part)
   double bias_both = 0, bias_one = 0, bias_none = 0;  // mean error per class
@@ -26,7 +27,7 @@ struct UAndError {
 };
 // trials random inputs with exactly l active features; per input: every active pair (both), l
 // pairs with one active feature, l pairs with none.
-UAndError measure_uand(const UAnd& net, int l, int trials, Rng& rng);
+UAndErrorStats measure_uand(const UAnd& net, int l, int trials, Rng& rng);
 
 void run_uand(bool quick, std::uint64_t seed, const std::string& out_dir, std::vector<CheckRow>& rows);
 

@@ -2,12 +2,12 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <iomanip>
 #include <sstream>
 
 #include "autodiff/fileio.hpp"
 #include "autodiff/safetensors.hpp"
+#include "experiments/plot.hpp"
 
 namespace pd {
 
@@ -28,23 +28,10 @@ static std::string coverage_line(const std::string& what, const decomp::BlockCov
   return o.str();
 }
 
-static bool have_gnuplot() {
-  static int ok = -1;
-  if (ok < 0) ok = std::system("command -v gnuplot >/dev/null 2>&1") == 0;
-  return ok == 1;
-}
-
-static void run_gnuplot(const std::string& script_path, const std::string& body) {
-  // noenhanced: layer and loss names contain '_', which would otherwise become subscripts
-  const size_t nl = body.find('\n');
-  const std::string script = body.substr(0, nl + 1) + "set termoption noenhanced\n" + body.substr(nl + 1);
-  ad::write_file_atomic(script_path, script);
-  if (!have_gnuplot()) {
-    std::fprintf(stderr, "warning: gnuplot not found; wrote %s but no PNG\n", script_path.c_str());
-    return;
-  }
-  const std::string cmd = "gnuplot '" + script_path + "' 2>/dev/null";
-  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "warning: gnuplot failed on %s\n", script_path.c_str());
+// base.gp -> base.png. noenhanced: layer and loss names contain '_', which would otherwise
+// become subscripts.
+static void plot(const std::string& base, const std::string& terminal, const std::string& body) {
+  pd::plot_png(base + ".gp", base + ".png", terminal, "set termoption noenhanced\n" + body);
 }
 
 // Heatmap of a CI matrix on one-hot inputs ([n_features, C], rows = features) with columns in
@@ -67,13 +54,14 @@ static void plot_ci_matrix(const std::string& base, const std::string& name, con
   std::ostringstream gp;
   const int w = (int)std::max<int64_t>(760, std::min<int64_t>(1600, 300 + 18 * K)),
             h = (int)std::min<int64_t>(1200, 200 + 18 * ci.rows);
-  gp << "set terminal pngcairo size " << w << "," << h << "\nset output '" << base << ".png'\n"
-     << "set title 'CI on one-hot inputs (x0.75), " << name << " (columns permuted, " << order_kind
-     << ")' noenhanced\n"
+  gp << "set title "
+     << pd::gnuplot_quote("CI on one-hot inputs (x0.75), " + name + " (columns permuted, " + order_kind + ")")
+     << " noenhanced\n"
      << "set xlabel 'subcomponent (permuted)'\nset ylabel 'input feature'\nset cbrange [0:1]\n"
      << "set palette defined (0 'white', 1 'dark-blue')\nset yrange [" << ci.rows - 0.5 << ":-0.5]\n"
-     << "set xrange [-0.5:" << K - 0.5 << "]\nplot '" << base << ".dat' matrix with image notitle\n";
-  run_gnuplot(base + ".gp", gp.str());
+     << "set xrange [-0.5:" << K - 0.5 << "]\nplot " << pd::gnuplot_quote(base + ".dat")
+     << " matrix with image notitle\n";
+  plot(base, "pngcairo size " + std::to_string(w) + "," + std::to_string(h), gp.str());
 }
 
 void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
@@ -98,14 +86,14 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     ad::write_file_atomic(dir + "/loss_curves.csv", csv.str());
     std::ostringstream gp;
     // Key below the axes: beside them it took half the width and the step labels ran together.
-    gp << "set terminal pngcairo size 900,620\nset output '" << dir << "/loss_curves.png'\n"
-       << "set datafile separator ','\nset logscale y\nset format y '%.0e'\nset key below maxrows 3\nset xlabel 'step'\n"
-       << "set ylabel 'loss term (unweighted)'\nset title 'SPD loss terms: " << spd.target.name << "'\nplot ";
+    gp << "set datafile separator ','\nset logscale y\nset format y '%.0e'\nset key below maxrows 3\nset xlabel 'step'\n"
+       << "set ylabel 'loss term (unweighted)'\nset title " << pd::gnuplot_quote("SPD loss terms: " + spd.target.name)
+       << "\nplot ";
     for (size_t k = 0; k < cols.size(); ++k)
-      gp << (k ? ", " : "") << "'" << dir << "/loss_curves.csv' using 1:" << k + 2 << " with lines lw 2 title '"
-         << cols[k] << "'";
+      gp << (k ? ", " : "") << pd::gnuplot_quote(dir + "/loss_curves.csv") << " using 1:" << k + 2
+         << " with lines lw 2 title " << pd::gnuplot_quote(cols[k]);
     gp << "\n";
-    run_gnuplot(dir + "/loss_curves.gp", gp.str());
+    plot(dir + "/loss_curves", "pngcairo size 900,620", gp.str());
   }
   // ---- permuted CI matrices on one-hot inputs: per layer, and per cross-layer group
   for (const decomp::LayerEval& e : ev.layers)
@@ -122,6 +110,7 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     decomp::Mat W = decomp::to_mat(L.W), V = decomp::to_mat(L.V), U = decomp::to_mat(L.U);
     const std::string base = dir + "/tms_directions";
     std::ostringstream dat, gp;
+    std::string terminal;
     if (L.d_out == 2) {
       // per feature j: target column W[:, j] and the best subcomponent's P_c[:, j] = u_c v_c[j]
       for (int64_t j = 0; j < L.d_in; ++j) {
@@ -129,11 +118,12 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
         dat << W(0, j) << " " << W(1, j) << " " << U(c, 0) * V(j, c) << " " << U(c, 1) * V(j, c) << " " << j << "\n";
       }
       ad::write_file_atomic(base + ".dat", dat.str());
-      gp << "set terminal pngcairo size 900,900\nset output '" << base << ".png'\nset size square\n"
+      terminal = "pngcairo size 900,900";
+      gp << "set size square\n"
          << "set title 'TMS: target columns W[:,j] (grey) vs best subcomponent P_c[:,j] (red), MMCS "
          << e.mm.mmcs << ", ML2R " << e.mm.ml2r << "' noenhanced\n"
          << "set xrange [-1.6:1.6]\nset yrange [-1.6:1.6]\n"
-         << "plot '" << base << ".dat' using (0):(0):1:2 with vectors lw 8 lc rgb '#bbbbbb' title 'target column', "
+         << "plot " << pd::gnuplot_quote(base + ".dat") << " using (0):(0):1:2 with vectors lw 8 lc rgb '#bbbbbb' title 'target column', "
          << "'' using (0):(0):3:4 with vectors lw 2 lc rgb 'red' title 'subcomponent', "
          << "'' using 1:2:(sprintf('f%d', $5)) with labels offset 1,1 notitle\n";
     } else {
@@ -149,13 +139,13 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
         dat << "\n";
       }
       ad::write_file_atomic(base + ".dat", dat.str());
-      gp << "set terminal pngcairo size 1400,500\nset output '" << base << ".png'\n"
-         << "set title 'TMS: cos(P_c[:,j], W[:,j]) per feature j (rows) and subcomponent c, MMCS " << e.mm.mmcs
+      terminal = "pngcairo size 1400,500";
+      gp << "set title 'TMS: cos(P_c[:,j], W[:,j]) per feature j (rows) and subcomponent c, MMCS " << e.mm.mmcs
          << ", ML2R " << e.mm.ml2r << "' noenhanced\nset cbrange [-1:1]\n"
          << "set palette defined (-1 'red', 0 'white', 1 'blue')\nset xlabel 'subcomponent'\nset ylabel 'feature'\n"
-         << "plot '" << base << ".dat' matrix with image notitle\n";
+         << "plot " << pd::gnuplot_quote(base + ".dat") << " matrix with image notitle\n";
     }
-    run_gnuplot(base + ".gp", gp.str());
+    plot(base, terminal, gp.str());
     break;
   }
 }

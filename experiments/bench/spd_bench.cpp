@@ -4,7 +4,7 @@
 // initialised target (a step's cost does not depend on the target's weights).
 // experiments/pytorch/spd_step_bench.py is the same step in plain PyTorch eager.
 #include "autodiff/optim.hpp"
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 #include "decomp/run/target.hpp"
 
 namespace {

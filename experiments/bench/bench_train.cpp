@@ -10,7 +10,7 @@
 #include <memory>
 #include <unistd.h>
 
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 #include "models/train.hpp"
 
 namespace {

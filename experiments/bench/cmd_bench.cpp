@@ -16,14 +16,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <stdexcept>
 
 #include "autodiff/fileio.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/optim.hpp"
 #include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 #include "experiments/cli.hpp"
 
 namespace pd {
@@ -44,7 +43,7 @@ int64_t max_rss_kb() {
 std::vector<json> run_bench(const std::string& name, const BenchOptions& opt) {
   auto it = bench_registry().find(name);
   if (it == bench_registry().end())
-    throw std::runtime_error("unknown benchmark '" + name + "' (pd bench --list shows them)");
+    ad::fail("unknown benchmark '" + name + "' (pd bench --list shows them)");
   json r = it->second.fn(opt);
   std::vector<json> lines;
   if (r.is_array())
@@ -257,7 +256,7 @@ static int cmd_bench(int argc, char** argv) {
     if (m != names.end()) std::rotate(m, m + 1, names.end());
   }
   for (const std::string& n : names)
-    if (!bench_registry().count(n)) throw std::runtime_error("unknown benchmark '" + n + "' (pd bench --list shows them)");
+    if (!bench_registry().count(n)) ad::fail("unknown benchmark '" + n + "' (pd bench --list shows them)");
   std::string text;
   for (const std::string& n : names) {
     ad::reset_op_profile();

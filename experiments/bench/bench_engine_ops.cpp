@@ -9,7 +9,7 @@
 
 #include "autodiff/ops.hpp"
 #include "autodiff/random.hpp"
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 
 namespace pd {
 

@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <new>
 
-#include "experiments/bench.hpp"
+#include "experiments/bench/bench.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PD_COUNT_NEW 0

@@ -1,10 +1,10 @@
-// Benchmark registry for `pd bench` (experiments/cmd_bench.cpp). Figures only: a workload
+// Benchmark registry for `pd bench` (experiments/bench/cmd_bench.cpp). Figures only: a workload
 // measures and reports, it never asserts.
 //
 // Any file can add a workload; it then appears in `pd bench --list` and runs with
 // `pd bench <name>` (or `pd bench --all`):
 //
-//   #include "experiments/bench.hpp"
+//   #include "experiments/bench/bench.hpp"
 //   static pd::BenchJson bench_train_tiny_lm(const pd::BenchOptions& opt) {
 //     pd::Timing t = pd::time_it([&] { one_training_step(); }, opt.min_seconds);
 //     return {{"steps_per_s", 1.0 / t.median_s}, {"ms_per_step", 1e3 * t.median_s}};
@@ -49,7 +49,7 @@ struct BenchRegistration {
 };
 
 // Runs one registered workload and returns its output lines (each a JSON object with
-// "bench" and "max_rss_kb" added). Throws std::runtime_error for an unknown name.
+// "bench" and "max_rss_kb" added). Throws ad::Error for an unknown name.
 std::vector<BenchJson> run_bench(const std::string& name, const BenchOptions& opt);
 
 // ---- measurement helpers ------------------------------------------------------------------
