@@ -12,7 +12,7 @@
 #include "decomp/run/checkpoint.hpp"
 #include "decomp/run/files.hpp"
 #include "decomp/run/target.hpp"
-#include "experiments/spd/spd_report.hpp"
+#include "experiments/decomp_report.hpp"
 #include "models/config.hpp"
 
 namespace pd {

@@ -167,12 +167,9 @@ json train_schedule_json(const ad::TrainSchedule& s) {
 }
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open file");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = ad::read_file(path);
   try {
-    return json::parse(ss.str());
+    return json::parse(text);
   } catch (const json::parse_error& e) {
     throw ConfigError(path + ": invalid JSON: " + e.what());
   }

@@ -12,7 +12,7 @@
 #include "decomp/ci_ops.hpp"
 #include "decomp/metrics.hpp"
 #include "decomp/evaluate.hpp"
-#include "experiments/spd/spd_report.hpp"
+#include "experiments/decomp_report.hpp"
 #include "tests/audit.hpp"
 #include "tests/spd_test_util.hpp"
 

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 
+#include "models/config.hpp"
 #include "models/data.hpp"
 
 namespace decomp {
@@ -78,19 +79,25 @@ static std::string resolve(const std::string& p, const std::string& config_path)
 
 LoadedTarget load_target(const json& cfg, const std::string& config_path, const std::string& train_dir,
                          ad::DType dtype, bool quiet) {
-  if (!cfg.contains("target") || !cfg["target"].is_object())
-    ad::fail(config_path + ": missing object 'target' ({\"run_config\": ..., \"checkpoint\": ...})");
-  const json& tj = cfg["target"];
-  for (auto it = tj.begin(); it != tj.end(); ++it)
-    if (it.key() != "run_config" && it.key() != "checkpoint" && it.key() != "layers")
-      ad::fail(config_path + ": target: unknown key '" + it.key() + "'");
-  if (!tj.contains("run_config")) ad::fail(config_path + ": target: 'run_config' (path or object) is required");
+  models::ConfigSection ts(cfg.contains("target") ? cfg["target"] : json(), config_path, "target");
+  if (!ts.has("run_config")) ts.error("run_config", "required key is missing (a path or an inline run config)");
+  const json run_config = ts.get_raw("run_config");
+  const std::string ckpt = ts.get_string("checkpoint", "");
+  std::vector<std::string> names;
+  if (ts.has("layers")) {
+    const json layers = ts.get_raw("layers");
+    if (!layers.is_array()) ts.error("layers", "expected a list of layer names");
+    for (const json& l : layers) {
+      if (!l.is_string()) ts.error("layers", "expected a list of layer names, found " + l.dump());
+      names.push_back(l.get<std::string>());
+    }
+  }
+  ts.finish();
   LoadedTarget lt;
-  if (tj["run_config"].is_string())
-    lt.run = models::load_run_config(resolve(tj["run_config"].get<std::string>(), config_path));
+  if (run_config.is_string())
+    lt.run = models::load_run_config(resolve(run_config.get<std::string>(), config_path));
   else
-    lt.run = models::parse_run_config(tj["run_config"], config_path + ": target.run_config");
-  std::string ckpt = tj.value("checkpoint", std::string());
+    lt.run = models::parse_run_config(run_config, config_path + ": target.run_config");
   if (!ckpt.empty()) {
     lt.checkpoint = resolve(ckpt, config_path);
     lt.model = models::load_model(lt.checkpoint, dtype);
@@ -113,11 +120,9 @@ LoadedTarget load_target(const json& cfg, const std::string& config_path, const 
       lt.model->load_params(vals, "trained target");
     }
   }
-  std::vector<std::string> names;
-  if (tj.contains("layers")) names = tj["layers"].get<std::vector<std::string>>();
   lt.target = make_target(lt.model, lt.run, names);
-  if (tj["run_config"].is_string()) {  // name the target after its run config: "tms_5-2"
-    std::string n = tj["run_config"].get<std::string>();
+  if (run_config.is_string()) {  // name the target after its run config: "tms_5-2"
+    std::string n = run_config.get<std::string>();
     n = n.substr(n.find_last_of('/') + 1);
     lt.target.name = n.substr(0, n.rfind(".json"));
   }

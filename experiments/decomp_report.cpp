@@ -1,4 +1,4 @@
-#include "experiments/spd/spd_report.hpp"
+#include "experiments/decomp_report.hpp"
 
 #include <cmath>
 #include <cstdio>
