@@ -10,6 +10,8 @@
 //
 // Special values follow exp: x - shift = -inf (or anything below -87.3) gives 0, NaN stays
 // NaN (so the NaN guard sees it), +inf is not reachable after subtracting the row max.
+// Elsewhere (gelu_tanh's exp(-2u)) x above ln(FLT_MAX) = 88.72 and +inf give +inf, in both
+// kernels.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -22,8 +24,9 @@
 namespace ad {
 namespace rowmath {
 
-// Cephes expf constants.
-constexpr float kExpHi = 88.3762626647949f, kExpLo = -87.3365447504019f;
+// Cephes expf constants. kExpHi is past ln(FLT_MAX) = 88.7228 (above it the final product
+// overflows to +inf by itself) and keeps n <= 128 and |r| < 0.28.
+constexpr float kExpHi = 89.0f, kExpLo = -87.3365447504019f;
 constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
                 kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
@@ -271,7 +274,8 @@ constexpr float kGeluC = 0.7978845608028654f, kGeluK = 0.044715f;
 inline float gelu_tanh_sig(float x, float* one_minus = nullptr) {  // s = sigmoid(2u); 1 - s
   const float u = kGeluC * (x + kGeluK * x * x * x);
   const float e = exp_scalar(-2.0f * u), s = 1.0f / (1.0f + e);
-  if (one_minus) *one_minus = e * s;  // 1 - s without the cancellation near s = 1
+  // 1 - s without the cancellation near s = 1; e = +inf (s = 0) gives 1, not inf * 0
+  if (one_minus) *one_minus = std::fmin(e * s, 1.0f);
   return s;
 }
 #ifdef AD_ROWMATH_AVX2
@@ -280,7 +284,8 @@ inline __m256 gelu_tanh_sig_avx2(__m256 x, __m256* one_minus = nullptr) {
   const __m256 u = _mm256_mul_ps(_mm256_set1_ps(kGeluC), _mm256_fmadd_ps(_mm256_set1_ps(kGeluK), x3, x));
   const __m256 e = exp_avx2(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
   const __m256 s = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-  if (one_minus) *one_minus = _mm256_mul_ps(e, s);
+  // min returns its second operand for a NaN first one: inf * 0 -> 1
+  if (one_minus) *one_minus = _mm256_min_ps(_mm256_mul_ps(e, s), _mm256_set1_ps(1.0f));
   return s;
 }
 #endif
