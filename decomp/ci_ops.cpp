@@ -76,12 +76,14 @@ static inline float dot_row(int64_t H, const float* x, const float* y) {
 }
 #endif
 
-// Per-example pass shared by forward and backward: s[c, :] = gelu(h[n, c] W1[c, :] + b1[c, :]),
-// ds = gelu' of the same, for all C components of example n (the gelu_erf op's kernel, rowmath.hpp).
+// Per-example pass shared by forward and backward: s[c, :] = gelu(h[n, c] W1[c, :] + b1[c, :])
+// and, when ds is given, ds = gelu' of the same, for all C components of example n (the
+// gelu_erf op's kernels, rowmath.hpp).
 template <class T>
 static void hidden_of_example(int64_t n, int64_t C, int64_t H, const T* ph, const T* w1, const T* pb1, T* s, T* ds) {
   for (int64_t c = 0; c < C; ++c) axpb_row(H, ph[n * C + c], w1 + c * H, pb1 + c * H, s + c * H);
-  ad::rowmath::gelu_erf_with_grad(s, s, ds, C * H);  // in place: s <- gelu(a), ds <- gelu'(a)
+  if (ds) ad::rowmath::gelu_erf_with_grad(s, s, ds, C * H);  // in place: s <- gelu(a), ds <- gelu'(a)
+  else ad::rowmath::gelu_erf_forward(s, s, C * H);
 }
 
 // Toy inputs are sparse: most examples have h[n, :] = x_n V = 0 exactly (TMS 5-2: 77% of
@@ -241,7 +243,7 @@ Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const 
         }
         const int64_t row = keep ? n : chunk;
         T *ps = s0 + row * C * H, *pds = ds0 + row * C * H;
-        hidden_of_example(n, C, H, ph, w1, pb1, ps, pds);
+        hidden_of_example(n, C, H, ph, w1, pb1, ps, keep ? pds : nullptr);  // s' only to keep
         for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, ps + c * H);
       }
     });
@@ -279,12 +281,14 @@ static inline void head_backward_row(int64_t H, float g, const float* s, const f
 }
 #endif
 
-// s[i] = xW1[n, i] + b1[i] over the C*H entries of example n, then s <- gelu, ds <- gelu'
+// s[i] = xW1[n, i] + b1[i] over the C*H entries of example n, then s <- gelu and, when ds is
+// given (backward), ds <- gelu'
 template <class T>
 static void head_hidden_of_example(int64_t n, int64_t CH, const T* pre, const T* pb1, T* s, T* ds) {
   const T* row = pre + n * CH;
   for (int64_t i = 0; i < CH; ++i) s[i] = row[i] + pb1[i];
-  ad::rowmath::gelu_erf_with_grad(s, s, ds, CH);
+  if (ds) ad::rowmath::gelu_erf_with_grad(s, s, ds, CH);
+  else ad::rowmath::gelu_erf_forward(s, s, CH);
 }
 
 static void ci_vector_mlp_head_backward(ad::Node& o) {
@@ -339,16 +343,16 @@ Tensor ci_vector_mlp_head(const Tensor& xW1, const Tensor& b1, const Tensor& W2,
   zs.d[zs.nd - 1] = C;
   Tensor out = ad::make_result("ci_vector_mlp_head", zs, xW1.dtype(), {xW1, b1, W2, b2}, ci_vector_mlp_head_backward);
   const int n_chunks = n_chunks_for(N, C, H);
-  Tensor scratch = ad::empty({n_chunks, 2 * CH}, xW1.dtype());  // s, s' of one example per chunk
+  Tensor scratch = ad::empty({n_chunks, CH}, xW1.dtype());  // s of one example per chunk
   ad::dispatch(xW1.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T *ppre = xW1.data<T>(), *pb1 = b1.data<T>(), *w2 = W2.data<T>(), *pb2 = b2.data<T>();
     T* z = out.data<T>();
     ad::parallel_chunks(n_chunks, [&](int chunk) {
-      T *s = scratch.data<T>() + chunk * 2 * CH, *ds = s + CH;
+      T* s = scratch.data<T>() + chunk * CH;
       const auto range = ad::chunk_range(N, n_chunks, chunk);
       for (int64_t n = range.first; n < range.second; ++n) {
-        head_hidden_of_example(n, CH, ppre, pb1, s, ds);
+        head_hidden_of_example(n, CH, ppre, pb1, s, (T*)nullptr);  // forward needs no gelu'
         for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, s + c * H);
       }
     });
