@@ -202,9 +202,8 @@ Tensor relu(const Tensor& x) {
       [](auto v, const double*) { return v > 0 ? v : 0 * v; });
 }
 
-// GELU: float32 goes through vectorised kernels (libm's tanhf/erff made GELU the slowest op
-// of a transformer MLP): gelu_tanh's in rowmath.hpp, gelu_erf's below; float64 -- audits,
-// cross-checks -- uses libm.
+// GELU: float32 goes through the vectorised kernels of rowmath.hpp (libm's tanhf/erff made
+// GELU the slowest op of a transformer MLP); float64 -- audits, cross-checks -- uses libm.
 AD_REGISTER_OP("gelu_tanh");
 // y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi)(x + 0.044715 x^3). Evaluated as y = x s with
 // s = (1 + tanh u)/2 = sigmoid(2u): the same number, but 1 + tanh u cancels to 0 for x < -6.
@@ -238,107 +237,22 @@ Tensor gelu_tanh(const Tensor& x) {
 
 AD_REGISTER_OP("gelu_erf");
 // y = x Phi(x);  dy/dx = Phi(x) + x phi(x),  Phi(x) = 0.5 (1 + erf(x / sqrt 2)),
-// phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
-// float64 (audits, cross-checks) uses std::erf / std::exp. float32 -- the tiny LM's MLP,
-// where libm's scalar erff was ~20% of a training step -- uses an 8-lane AVX2 kernel:
-// Abramowitz & Stegun 7.1.26 for z = |x|/sqrt 2:  1 - erf(z) = q(t) exp(-z^2),
-// t = 1 / (1 + p z), q a degree-5 polynomial, |error| <= 1.5e-7 (about 2 float ulps at 1).
-// exp(-z^2) = exp(-x^2/2) is shared with phi, and Phi(x) = q e/2 for x < 0 (no
-// cancellation in the left tail), 1 - q e/2 for x >= 0.
-namespace {
-constexpr float kAsP = 0.3275911f, kAsA1 = 0.254829592f, kAsA2 = -0.284496736f, kAsA3 = 1.421413741f,
-                kAsA4 = -1.453152027f, kAsA5 = 1.061405429f;
-constexpr float kInvSqrt2 = 0.7071067811865476f, kInvSqrt2Pi = 0.3989422804014327f;
-
-// Phi(x) and phi(x) for one float, same formula as the vector kernel (used for the tail).
-inline void gelu_parts_scalar(float x, float& Phi, float& phi) {
-  const float z = std::fabs(x) * kInvSqrt2;
-  const float t = 1.0f / (1.0f + kAsP * z);
-  const float q = t * (kAsA1 + t * (kAsA2 + t * (kAsA3 + t * (kAsA4 + t * kAsA5))));
-  const float e = std::exp(-z * z);
-  Phi = x < 0 ? 0.5f * q * e : 1.0f - 0.5f * q * e;
-  phi = kInvSqrt2Pi * e;
-}
-
-#if defined(__AVX2__) && defined(__FMA__)
-inline void gelu_parts_avx2(__m256 x, __m256& Phi, __m256& phi) {
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-  const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(sign_mask, x), _mm256_set1_ps(kInvSqrt2));
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(kAsP), z, one));
-  __m256 q = _mm256_set1_ps(kAsA5);
-  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(kAsA4));
-  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(kAsA3));
-  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(kAsA2));
-  q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(kAsA1));
-  q = _mm256_mul_ps(q, t);
-  const __m256 e = rowmath::exp_avx2(_mm256_mul_ps(_mm256_xor_ps(z, sign_mask), z));  // exp(-z^2)
-  const __m256 half_qe = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_mul_ps(q, e));
-  const __m256 neg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ);
-  Phi = _mm256_blendv_ps(_mm256_sub_ps(one, half_qe), half_qe, neg);
-  phi = _mm256_mul_ps(_mm256_set1_ps(kInvSqrt2Pi), e);
-}
-#endif
-}  // namespace
-
+// phi(x) = exp(-x^2 / 2) / sqrt(2 pi). The kernels (float32: 8-lane A&S 7.1.26, shared with the
+// fused CI functions; float64: std::erf / std::exp) and their contract: rowmath.hpp.
 static void gelu_erf_backward(Node& o) {
   const Tensor& x = o.inputs[0];
-  const int64_t n = x.numel();
-  if (o.dtype == DType::f64) {
-    double* gx = grad_of<double>(x);
-    if (!gx) return;
-    const double *px = x.data<double>(), *g = static_cast<const double*>(o.scratch);
-    for (int64_t i = 0; i < n; ++i) {
-      const double v = px[i];
-      const double Phi = 0.5 * (1 + std::erf(v * 0.7071067811865476));
-      const double phi = 0.3989422804014327 * std::exp(-0.5 * v * v);
-      gx[i] += g[i] * (Phi + v * phi);
-    }
-    return;
-  }
-  float* gx = grad_of<float>(x);
-  if (!gx) return;
-  const float *px = x.data<float>(), *g = static_cast<const float*>(o.scratch);
-  int64_t i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(px + i), Phi, phi;
-    gelu_parts_avx2(v, Phi, phi);
-    __m256 d = _mm256_mul_ps(_mm256_loadu_ps(g + i), _mm256_fmadd_ps(v, phi, Phi));
-    _mm256_storeu_ps(gx + i, _mm256_add_ps(_mm256_loadu_ps(gx + i), d));
-  }
-#endif
-  for (; i < n; ++i) {
-    float Phi, phi;
-    gelu_parts_scalar(px[i], Phi, phi);
-    gx[i] += g[i] * (Phi + px[i] * phi);
-  }
+  dispatch(o.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    if (T* gx = grad_of<T>(x)) rowmath::gelu_erf_backward(x.data<T>(), static_cast<const T*>(o.scratch), gx, x.numel());
+  });
 }
 
 Tensor gelu_erf(const Tensor& x) {
   Tensor out = make_result("gelu_erf", x.shape(), x.dtype(), {x}, gelu_erf_backward);
-  const int64_t n = x.numel();
-  if (x.dtype() == DType::f64) {
-    const double* px = x.data<double>();
-    double* y = out.data<double>();
-    for (int64_t i = 0; i < n; ++i) y[i] = 0.5 * px[i] * (1 + std::erf(px[i] * 0.7071067811865476));
-  } else {
-    const float* px = x.data<float>();
-    float* y = out.data<float>();
-    int64_t i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    for (; i + 8 <= n; i += 8) {
-      __m256 v = _mm256_loadu_ps(px + i), Phi, phi;
-      gelu_parts_avx2(v, Phi, phi);
-      _mm256_storeu_ps(y + i, _mm256_mul_ps(v, Phi));
-    }
-#endif
-    for (; i < n; ++i) {
-      float Phi, phi;
-      gelu_parts_scalar(px[i], Phi, phi);
-      y[i] = px[i] * Phi;
-    }
-  }
+  dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    rowmath::gelu_erf_forward(x.data<T>(), out.data<T>(), x.numel());
+  });
   return finish(out);
 }
 

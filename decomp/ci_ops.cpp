@@ -1,15 +1,13 @@
 #include "decomp/ci_ops.hpp"
 
 #include "autodiff/parallel.hpp"
+#include "autodiff/rowmath.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 #include <vector>
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 
 namespace decomp {
 
@@ -33,13 +31,9 @@ static inline void backward_row(int64_t H, T g, T hv, const T* s, const T* ds, c
   }
   gh += acc;
 }
-#ifdef __AVX2__
-static inline float hsum(__m256 v) {
-  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
-  return _mm_cvtss_f32(x);
-}
+// AVX2 + FMA row kernels below: the guard of autodiff/rowmath.hpp (scalar templates otherwise).
+#ifdef AD_ROWMATH_AVX2
+using ad::rowmath::hsum;
 static inline void backward_row(int64_t H, float g, float hv, const float* s, const float* ds, const float* w1,
                                 const float* w2, float* gw1, float* gb1, float* gw2, float& gh) {
   if (H % 8 != 0) return backward_row<float>(H, g, hv, s, ds, w1, w2, gw1, gb1, gw2, gh);
@@ -56,73 +50,6 @@ static inline void backward_row(int64_t H, float g, float hv, const float* s, co
 }
 #endif
 
-// In place over n pre-activations: s[i] <- gelu(a_i) = a Phi(a), ds[i] <- gelu'(a_i) =
-// Phi(a) + a phi(a), where s holds a on entry. Float uses an AVX2 kernel: Phi from the
-// Abramowitz-Stegun 7.1.26 erf approximation (|error| < 1.5e-7, float rounding is 6e-8) and
-// exp(-a^2/2) by Cody-Waite range reduction + a degree-6 polynomial; one exp per element
-// serves both Phi and phi. Double (audits) uses std::erf / std::exp.
-static void gelu_with_grad(double* s, double* ds, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const double a = s[i];
-    const double Phi = 0.5 * (1 + std::erf(a * 0.70710678118654752440));
-    s[i] = a * Phi;
-    ds[i] = Phi + a * 0.39894228040143267794 * std::exp(-0.5 * a * a);
-  }
-}
-static inline void gelu_scalar_f(float a, float& s, float& ds) {
-  const float Phi = 0.5f * (1 + std::erf(a * 0.70710678f));
-  s = a * Phi;
-  ds = Phi + a * 0.39894228f * std::exp(-0.5f * a * a);
-}
-static void gelu_with_grad(float* s, float* ds, int64_t n) {
-  int64_t i = 0;
-#ifdef __AVX2__
-  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
-  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-  const __m256 p = _mm256_set1_ps(0.3275911f), r2 = _mm256_set1_ps(0.70710678f);
-  const __m256 a1 = _mm256_set1_ps(0.254829592f), a2 = _mm256_set1_ps(-0.284496736f),
-               a3 = _mm256_set1_ps(1.421413741f), a4 = _mm256_set1_ps(-1.453152027f),
-               a5 = _mm256_set1_ps(1.061405429f);
-  const __m256 log2e = _mm256_set1_ps(1.44269504f), ln2_hi = _mm256_set1_ps(0.693359375f),
-               ln2_lo = _mm256_set1_ps(-2.12194440e-4f), min_x = _mm256_set1_ps(-87.0f);
-  const __m256 c2 = _mm256_set1_ps(1.0f / 2), c3 = _mm256_set1_ps(1.0f / 6), c4 = _mm256_set1_ps(1.0f / 24),
-               c5 = _mm256_set1_ps(1.0f / 120), c6 = _mm256_set1_ps(1.0f / 720);
-  const __m256 inv_sqrt2pi = _mm256_set1_ps(0.39894228f);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 a = _mm256_loadu_ps(s + i);
-    // e = exp(-a^2 / 2)
-    __m256 x = _mm256_max_ps(_mm256_mul_ps(_mm256_mul_ps(a, a), _mm256_set1_ps(-0.5f)), min_x);
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, ln2_hi, x);
-    r = _mm256_fnmadd_ps(k, ln2_lo, r);
-    __m256 poly = _mm256_fmadd_ps(c6, r, c5);
-    poly = _mm256_fmadd_ps(poly, r, c4);
-    poly = _mm256_fmadd_ps(poly, r, c3);
-    poly = _mm256_fmadd_ps(poly, r, c2);
-    poly = _mm256_fmadd_ps(poly, r, one);
-    poly = _mm256_fmadd_ps(poly, r, one);
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    const __m256 e = _mm256_mul_ps(poly, _mm256_castsi256_ps(bits));
-    // erf(|a|/sqrt2) = 1 - t (a1 + t (a2 + ...)) e, t = 1 / (1 + p |a|/sqrt2)
-    const __m256 ax = _mm256_mul_ps(_mm256_andnot_ps(sign_mask, a), r2);
-    const __m256 den = _mm256_fmadd_ps(p, ax, one);
-    __m256 t = _mm256_rcp_ps(den);  // 1/den: 12-bit estimate + one Newton step (~23 bits)
-    t = _mm256_mul_ps(t, _mm256_fnmadd_ps(den, t, _mm256_set1_ps(2.0f)));
-    __m256 q = _mm256_fmadd_ps(a5, t, a4);
-    q = _mm256_fmadd_ps(q, t, a3);
-    q = _mm256_fmadd_ps(q, t, a2);
-    q = _mm256_fmadd_ps(q, t, a1);
-    q = _mm256_mul_ps(q, t);
-    const __m256 erf_abs = _mm256_fnmadd_ps(q, e, one);
-    const __m256 erf_signed = _mm256_or_ps(erf_abs, _mm256_and_ps(a, sign_mask));
-    const __m256 Phi = _mm256_mul_ps(half, _mm256_add_ps(one, erf_signed));
-    _mm256_storeu_ps(s + i, _mm256_mul_ps(a, Phi));
-    _mm256_storeu_ps(ds + i, _mm256_fmadd_ps(_mm256_mul_ps(a, inv_sqrt2pi), e, Phi));
-  }
-#endif
-  for (; i < n; ++i) gelu_scalar_f(s[i], s[i], ds[i]);
-}
-
 // row[k] = a x[k] + b[k]  and  sum_k x[k] y[k]  (AVX2 for float rows with H % 8 == 0)
 template <class T>
 static inline void axpb_row(int64_t H, T a, const T* x, const T* b, T* row) {
@@ -134,7 +61,7 @@ static inline T dot_row(int64_t H, const T* x, const T* y) {
   for (int64_t k = 0; k < H; ++k) acc += x[k] * y[k];
   return acc;
 }
-#ifdef __AVX2__
+#ifdef AD_ROWMATH_AVX2
 static inline void axpb_row(int64_t H, float a, const float* x, const float* b, float* row) {
   if (H % 8 != 0) return axpb_row<float>(H, a, x, b, row);
   const __m256 va = _mm256_set1_ps(a);
@@ -149,12 +76,14 @@ static inline float dot_row(int64_t H, const float* x, const float* y) {
 }
 #endif
 
-// Per-example pass shared by forward and backward: s[c, :] = gelu(h[n, c] W1[c, :] + b1[c, :]),
-// ds = gelu' of the same, for all C components of example n.
+// Per-example pass shared by forward and backward: s[c, :] = gelu(h[n, c] W1[c, :] + b1[c, :])
+// and, when ds is given, ds = gelu' of the same, for all C components of example n (the
+// gelu_erf op's kernels, rowmath.hpp).
 template <class T>
 static void hidden_of_example(int64_t n, int64_t C, int64_t H, const T* ph, const T* w1, const T* pb1, T* s, T* ds) {
   for (int64_t c = 0; c < C; ++c) axpb_row(H, ph[n * C + c], w1 + c * H, pb1 + c * H, s + c * H);
-  gelu_with_grad(s, ds, C * H);
+  if (ds) ad::rowmath::gelu_erf_with_grad(s, s, ds, C * H);  // in place: s <- gelu(a), ds <- gelu'(a)
+  else ad::rowmath::gelu_erf_forward(s, s, C * H);
 }
 
 // Toy inputs are sparse: most examples have h[n, :] = x_n V = 0 exactly (TMS 5-2: 77% of
@@ -174,7 +103,7 @@ template <class T>
 static void zero_row_block(int64_t C, int64_t H, const T* w1, const T* pb1, const T* w2, const T* pb2, T* s0, T* ds0,
                            T* z0, T* k0) {
   for (int64_t i = 0; i < C * H; ++i) s0[i] = pb1[i];
-  gelu_with_grad(s0, ds0, C * H);
+  ad::rowmath::gelu_erf_with_grad(s0, s0, ds0, C * H);
   for (int64_t c = 0; c < C; ++c) {
     if (z0) z0[c] = pb2[c] + dot_row(H, w2 + c * H, s0 + c * H);
     if (k0) {
@@ -314,7 +243,7 @@ Tensor ci_scalar_mlp(const Tensor& h, const Tensor& W1, const Tensor& b1, const 
         }
         const int64_t row = keep ? n : chunk;
         T *ps = s0 + row * C * H, *pds = ds0 + row * C * H;
-        hidden_of_example(n, C, H, ph, w1, pb1, ps, pds);
+        hidden_of_example(n, C, H, ph, w1, pb1, ps, keep ? pds : nullptr);  // s' only to keep
         for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, ps + c * H);
       }
     });
@@ -338,7 +267,7 @@ static inline void head_backward_row(int64_t H, T g, const T* s, const T* ds, co
     gw2[k] += g * s[k];
   }
 }
-#ifdef __AVX2__
+#ifdef AD_ROWMATH_AVX2
 static inline void head_backward_row(int64_t H, float g, const float* s, const float* ds, const float* w2, float* gpre,
                                      float* gb1, float* gw2) {
   if (H % 8 != 0) return head_backward_row<float>(H, g, s, ds, w2, gpre, gb1, gw2);
@@ -352,12 +281,14 @@ static inline void head_backward_row(int64_t H, float g, const float* s, const f
 }
 #endif
 
-// s[i] = xW1[n, i] + b1[i] over the C*H entries of example n, then s <- gelu, ds <- gelu'
+// s[i] = xW1[n, i] + b1[i] over the C*H entries of example n, then s <- gelu and, when ds is
+// given (backward), ds <- gelu'
 template <class T>
 static void head_hidden_of_example(int64_t n, int64_t CH, const T* pre, const T* pb1, T* s, T* ds) {
   const T* row = pre + n * CH;
   for (int64_t i = 0; i < CH; ++i) s[i] = row[i] + pb1[i];
-  gelu_with_grad(s, ds, CH);
+  if (ds) ad::rowmath::gelu_erf_with_grad(s, s, ds, CH);
+  else ad::rowmath::gelu_erf_forward(s, s, CH);
 }
 
 static void ci_vector_mlp_head_backward(ad::Node& o) {
@@ -412,16 +343,16 @@ Tensor ci_vector_mlp_head(const Tensor& xW1, const Tensor& b1, const Tensor& W2,
   zs.d[zs.nd - 1] = C;
   Tensor out = ad::make_result("ci_vector_mlp_head", zs, xW1.dtype(), {xW1, b1, W2, b2}, ci_vector_mlp_head_backward);
   const int n_chunks = n_chunks_for(N, C, H);
-  Tensor scratch = ad::empty({n_chunks, 2 * CH}, xW1.dtype());  // s, s' of one example per chunk
+  Tensor scratch = ad::empty({n_chunks, CH}, xW1.dtype());  // s of one example per chunk
   ad::dispatch(xW1.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T *ppre = xW1.data<T>(), *pb1 = b1.data<T>(), *w2 = W2.data<T>(), *pb2 = b2.data<T>();
     T* z = out.data<T>();
     ad::parallel_chunks(n_chunks, [&](int chunk) {
-      T *s = scratch.data<T>() + chunk * 2 * CH, *ds = s + CH;
+      T* s = scratch.data<T>() + chunk * CH;
       const auto range = ad::chunk_range(N, n_chunks, chunk);
       for (int64_t n = range.first; n < range.second; ++n) {
-        head_hidden_of_example(n, CH, ppre, pb1, s, ds);
+        head_hidden_of_example(n, CH, ppre, pb1, s, (T*)nullptr);  // forward needs no gelu'
         for (int64_t c = 0; c < C; ++c) z[n * C + c] = pb2[c] + dot_row(H, w2 + c * H, s + c * H);
       }
     });

@@ -206,6 +206,42 @@ TEST_CASE("spd: ci_scalar_mlp is bit-identical across threads and keep/recompute
     }
 }
 
+// The fused CI functions evaluate GELU with the gelu_erf op's kernel (autodiff/rowmath.hpp):
+// with b1 = 0, h = 1 (scalar mlp) and W2 one-hot in column k, z[c] = gelu(a[c, k]) and
+// db1[c, k] = gelu'(a[c, k]) exactly (products with 1 and sums with 0 are exact), so both
+// must equal the op's value and gradient bit for bit in float32 (8-lane kernel and scalar
+// tail: C H = 1072 and 335). float64's Phi + x phi is plain C++, where the compiler may fuse
+// a different product into an FMA at each call site: there, 1 ulp of Phi.
+TEST_CASE("spd: the fused CI functions' GELU is the gelu_erf op's, bit for bit in float32") {
+  for (ad::DType dt : {ad::DType::f32, ad::DType::f64})
+    for (int64_t H : {16, 5}) {
+      const int64_t C = 67, CH = C * H;
+      INFO((dt == ad::DType::f32 ? "float32" : "float64") << ", H " << H);
+      std::vector<double> a((size_t)CH);
+      for (int64_t i = 0; i < CH; ++i) a[(size_t)i] = -15.0 + 30.0 * (double)i / (double)(CH - 1);
+      a[3] = 0, a[4] = 1e-30, a[5] = -1e-30, a[6] = 1e-40, a[(size_t)CH - 1] = -7.25;
+      Tensor A = ad::from_vector(a, {C, H}, dt).requires_grad_(true);
+      const Tensor y = ad::gelu_erf(A), dy = ad::grad(y, {A}, ad::ones({C, H}, dt))[0];
+      const Tensor W1 = ad::detach(A), h = ad::ones({1, C}, dt), b2 = ad::zeros({C}, dt), g = ad::ones({1, C}, dt);
+      for (int64_t k = 0; k < H; ++k) {
+        Tensor W2 = ad::zeros({C, H}, dt);
+        for (int64_t c = 0; c < C; ++c) W2.set_item(c * H + k, 1.0);
+        Tensor b1 = ad::zeros({C, H}, dt).requires_grad_(true);
+        const Tensor z = decomp::ci_scalar_mlp(h, W1, b1, W2, b2), db1 = ad::grad(z, {b1}, g)[0];
+        const Tensor zv = decomp::ci_vector_mlp_head(ad::reshape(W1, {1, CH}), b1, W2, b2), db1v = ad::grad(zv, {b1}, g)[0];
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = c * H + k;
+          INFO("a = " << a[(size_t)i]);
+          const double tol = dt == ad::DType::f32 ? 0.0 : 2.3e-16;  // Phi, x phi <= 1
+          CHECK(z.item(c) == y.item(i));
+          CHECK(std::fabs(db1.item(i) - dy.item(i)) <= tol);
+          CHECK(zv.item(c) == y.item(i));
+          CHECK(std::fabs(db1v.item(i) - dy.item(i)) <= tol);
+        }
+      }
+    }
+}
+
 // vector_mlp's fused GELU + output layer: audit (random upstream, odd sizes, 3-d batch,
 // reuse of one tensor as b1 and W2), then against the composed ops it replaces, in float64
 // and in float32 (the AVX2 GELU) on a size that takes the chunked, threaded path.
