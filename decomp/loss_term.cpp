@@ -1,5 +1,9 @@
 #include "decomp/loss_term.hpp"
 
+#include <cmath>
+
+#include "decomp/masks.hpp"
+
 namespace decomp {
 
 static std::map<std::string, LossTermKind>& table() {
@@ -24,6 +28,16 @@ std::shared_ptr<LossTerm> make_loss_term(const std::string& kind) {
   std::shared_ptr<LossTerm> t = it->second.make();
   t->kind = t->label = kind;
   return t;
+}
+
+Routing read_routing(models::ConfigSection& s, Routing def) {
+  if (!s.has("routing")) return def;
+  const std::string name = s.get_string("routing");
+  try {
+    return parse_routing(name);
+  } catch (const ad::Error& e) {
+    s.error("routing", e.what());
+  }
 }
 
 std::shared_ptr<LossTerm> parse_loss_term(models::ConfigSection& s) {

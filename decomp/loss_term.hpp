@@ -60,6 +60,10 @@ std::shared_ptr<LossTerm> make_loss_term(const std::string& kind);
 // One entry of a config's "losses" list: {"name": kind, "coeff", "label", ...term keys}.
 std::shared_ptr<LossTerm> parse_loss_term(models::ConfigSection& s);
 
+// A term's "routing" key (absent: `def`), with the key named in the error.
+enum class Routing : int;
+Routing read_routing(models::ConfigSection& s, Routing def);
+
 struct LossTermRegistration {
   LossTermRegistration(const char* kind, bool monitor, std::function<std::unique_ptr<LossTerm>()> make);
 };

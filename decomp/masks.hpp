@@ -18,7 +18,7 @@
 
 namespace decomp {
 
-enum class Routing { all, layerwise, uniform_k, static_p };
+enum class Routing : int { all, layerwise, uniform_k, static_p };
 Routing parse_routing(const std::string& s);
 const char* routing_name(Routing r);
 enum class Sampling { continuous, binomial };

@@ -51,13 +51,9 @@ static ad::DType parse_dtype(ConfigSection& s, const std::string& key, const std
 
 TextDataset make_run_dataset(const DataConfig& d) { return make_text_dataset(d.corpus, d.tokenizer, d.val_fraction); }
 
-RunConfig parse_run_config(const json& j, const std::string& source) {
-  RunConfig rc;
-  rc.source = source;
-  ConfigSection top(j, source, "");
-  // train
-  ConfigSection t = top.section("train");
-  TrainConfig& tc = rc.train;
+// The "train" section of a run config: the shared schedule (steps, batch_size and lr
+// required) plus seed, eval_batches and dtype.
+static void read_train_config(ConfigSection t, TrainConfig& tc) {
   if (!t.has("steps")) t.error("steps", "required key is missing");
   if (!t.has("batch_size")) t.error("batch_size", "required key is missing");
   if (!t.has("lr")) t.error("lr", "required key is missing");
@@ -70,6 +66,13 @@ RunConfig parse_run_config(const json& j, const std::string& source) {
   parse_dtype(t, "dtype", tc.dtype);
   if (tc.eval_batches < 1) t.error("eval_batches", "must be >= 1");
   t.finish();
+}
+
+RunConfig parse_run_config(const json& j, const std::string& source) {
+  RunConfig rc;
+  rc.source = source;
+  ConfigSection top(j, source, "");
+  read_train_config(top.section("train"), rc.train);
 
   // model (parsed fully by make_model below; here only what the data section needs)
   if (!j.contains("model")) top.error("model", "required key is missing");

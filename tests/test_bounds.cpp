@@ -314,3 +314,17 @@ TEST_CASE("bounds: dense TMS learns m orthogonal features, sparse TMS superposes
   CHECK(sparse.represented > 5);
   CHECK(sparse.frob2 > 5.5);
 }
+
+TEST_CASE("bounds: the markdown table escapes '|' inside cells, so every row keeps its ten columns") {
+  pd::bounds::CheckRow r;
+  r.check = "tms";
+  r.quantity = "||W||_F^2 / m";
+  r.params = "n=20 m=5";
+  r.note = "a|b";
+  const std::string md = pd::bounds::format_table_markdown({r});
+  const std::string row = md.substr(md.rfind("| tms"));
+  int unescaped = 0;
+  for (size_t i = 0; i < row.size(); ++i) unescaped += row[i] == '|' && (i == 0 || row[i - 1] != '\\');
+  CHECK(unescaped == 11);
+  CHECK(row.find("\\|\\|W\\|\\|_F^2") != std::string::npos);
+}

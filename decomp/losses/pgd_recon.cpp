@@ -104,18 +104,8 @@ struct PgdReconTerm : LossTerm {
   PgdParams p;
   explicit PgdReconTerm(Routing r) { p.routing = r; }
   void read(models::ConfigSection& s) override {
-    if (s.has("routing")) {
-      Routing r;
-      try {
-        r = parse_routing(s.get_string("routing"));
-      } catch (const models::ConfigError&) {
-        throw;
-      } catch (const ad::Error& e) {
-        s.error("routing", e.what());
-      }
-      if (r == Routing::layerwise) s.error("routing", "pgd_recon terms take routing all, uniform_k or static_p");
-      p.routing = r;
-    }
+    p.routing = read_routing(s, p.routing);
+    if (p.routing == Routing::layerwise) s.error("routing", "pgd_recon terms take routing all, uniform_k or static_p");
     p.route_p = s.get_double("route_p", p.route_p);
     if (!(p.route_p >= 0 && p.route_p <= 1)) s.error("route_p", "must be in [0, 1]");
     p.init = s.get_string("pgd_init", p.init);

@@ -47,15 +47,7 @@ struct StochasticReconTerm : LossTerm {
   StochasticReconTerm(Routing r, bool fixed) : routing(r), routing_fixed(fixed) {}
   void read(models::ConfigSection& s) override {
     if (!routing_fixed) {
-      if (s.has("routing")) {
-        try {
-          routing = parse_routing(s.get_string("routing"));
-        } catch (const models::ConfigError&) {
-          throw;
-        } catch (const ad::Error& e) {
-          s.error("routing", e.what());
-        }
-      }
+      routing = read_routing(s, routing);
       route_p = s.get_double("route_p", route_p);
       if (!(route_p >= 0 && route_p <= 1)) s.error("route_p", "must be in [0, 1]");
     }

@@ -137,14 +137,17 @@ std::string format_table_markdown(const std::vector<CheckRow>& rows) {
   char buf[640];
   os << "| check | quantity | params | kind | measured | predicted | ratio / diff | tol | verdict | note |\n"
      << "|---|---|---|---|---:|---:|---:|---:|---|---|\n";
+  // A '|' inside a cell (||W||_F^2) would end the cell: escaped as \|.
+  auto cell = [](const std::string& text) {
+    std::string out;
+    for (char c : text) out += c == '|' ? std::string("\\|") : std::string(1, c);
+    return out;
+  };
   for (const auto& r : rows) {
-    std::string note = r.note;
-    for (auto& c : note)
-      if (c == '|') c = '/';
-    std::snprintf(buf, sizeof buf, "| %s | %s | %s | %s | %.4g | %.4g | %.3g | %.3g | %s | %s |\n", r.check.c_str(),
-                  r.quantity.c_str(), r.params.c_str(), kind_name(r.kind), r.measured, r.predicted, r.compare(), r.tol,
-                  r.held() ? "held" : "**broken**", note.c_str());
-    os << buf;
+    std::snprintf(buf, sizeof buf, "| %s | %s | %s | %s | %.4g | %.4g | %.3g | %.3g | %s | ", cell(r.check).c_str(),
+                  cell(r.quantity).c_str(), cell(r.params).c_str(), kind_name(r.kind), r.measured, r.predicted,
+                  r.compare(), r.tol, r.held() ? "held" : "**broken**");
+    os << buf << cell(r.note) << " |\n";
   }
   return os.str();
 }
