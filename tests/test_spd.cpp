@@ -2,6 +2,8 @@
 // audits of every loss term and CI function type, mask and routing statistics, metrics.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+
 #include <cmath>
 #include <map>
 #include <sstream>
@@ -12,6 +14,7 @@
 #include "decomp/ci_ops.hpp"
 #include "decomp/metrics.hpp"
 #include "decomp/evaluate.hpp"
+#include "models/train.hpp"
 #include "experiments/decomp_report.hpp"
 #include "tests/audit.hpp"
 #include "tests/spd_test_util.hpp"
@@ -724,4 +727,19 @@ TEST_CASE("spd: result table prints '-' for the identity error of a dense-k laye
   CHECK(pd::result_table(spd, ev, -1).find("hidden_layers.0: a feature switches on " + std::to_string(bc.min) + "-" +
                                                std::to_string(bc.max) + " of the 3 dense-k block columns") !=
         std::string::npos);
+}
+
+// Every shipped config parses with the current readers (keys renamed or retired would throw).
+TEST_CASE("configs: every shipped run and decomposition config parses") {
+  int n = 0;
+  for (const char* dir : {"experiments/configs", "experiments/configs/variants"})
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().extension() != ".json") continue;
+      const std::string path = e.path().string(), name = e.path().filename().string();
+      INFO(path);
+      if (name.rfind("spd_", 0) == 0) CHECK_NOTHROW(decomp::parse_spd_config(models::read_json_file(path), path));
+      else CHECK_NOTHROW(models::load_run_config(path));
+      ++n;
+    }
+  CHECK(n >= 20);
 }
