@@ -1,0 +1,93 @@
+// Hostile inputs found by a fuzzing probe: each used to crash or hang; each must now be an
+// ad::Error naming the file, tensor or shape. Cases that crashed or hung run in a forked child
+// (with an alarm), so on a regression the test fails instead of taking the test binary down.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "autodiff/error.hpp"
+#include "autodiff/fileio.hpp"
+#include "autodiff/safetensors.hpp"
+#include "autodiff/tensor.hpp"
+#include "decomp/metrics.hpp"
+#include "models/config.hpp"
+#include "models/model.hpp"
+
+namespace {
+
+// Runs f in a child process for at most `seconds`. Returns the ad::Error message f threw,
+// "(no error)" if it returned, or a description of how the child died (crash, hang).
+std::string error_in_child(const std::function<void()>& f, unsigned seconds = 5) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM}) signal(sig, SIG_DFL);  // not doctest's
+    alarm(seconds);
+    std::string msg = "(no error)";
+    try {
+      f();
+    } catch (const ad::Error& e) {
+      msg = e.what();
+    }
+    if (write(fds[1], msg.data(), msg.size()) < 0) _exit(2);
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string msg;
+  char buf[4096];
+  for (ssize_t k; (k = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, (size_t)k);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status))
+    return "(child killed by signal " + std::to_string(WTERMSIG(status)) +
+           (WTERMSIG(status) == SIGALRM ? ": hung" : ": crashed") + ")";
+  return msg;
+}
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::string temp_path(const std::string& name) {
+  return "/tmp/pd_hostile_" + std::to_string(getpid()) + "_" + name;
+}
+
+}  // namespace
+
+// F1: [2^31, 2^31] of I32 is 2^64 bytes; the unchecked multiply wrapped to 0, matched the
+// empty data_offsets [0, 0], and the loader then read 2^62 elements.
+TEST_CASE("hostile safetensors: a shape whose byte size overflows is refused, not read") {
+  const std::string path = temp_path("overflow.safetensors");
+  auto file_with = [](const std::string& header) {
+    const uint64_t n = header.size();
+    return std::string(reinterpret_cast<const char*>(&n), 8) + header;
+  };
+  const std::string cases[] = {
+      R"({"a":{"dtype":"I32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})",
+      R"({"a":{"dtype":"I64","shape":[1073741824,1073741824,16],"data_offsets":[0,0]}})",
+      R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}})",
+  };
+  for (const std::string& header : cases) {
+    ad::write_file_atomic(path, file_with(header));
+    const std::string err = error_in_child([&] { ad::load_safetensors(path); });
+    CHECK_MESSAGE(has(err, path), err);
+    CHECK_MESSAGE(has(err, "tensor 'a'"), err);
+    CHECK_MESSAGE(has(err, "its byte size overflows 64 bits"), err);
+  }
+  std::remove(path.c_str());
+}
