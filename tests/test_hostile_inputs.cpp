@@ -91,3 +91,26 @@ TEST_CASE("hostile safetensors: a shape whose byte size overflows is refused, no
   }
   std::remove(path.c_str());
 }
+
+// F3: n_features / C / batch_size of 2^62 overflowed Shape::numel (SIGSEGV), 2^63-1 made
+// size_class loop forever.
+TEST_CASE("hostile sizes: numel overflow and absurd allocations are ad::Errors naming the shape") {
+  const int64_t big = (int64_t)1 << 62, huge = INT64_MAX;
+  std::string err = error_in_child([&] { ad::Shape{(int64_t)1 << 31, (int64_t)1 << 31, (int64_t)1 << 31}.numel(); });
+  CHECK_MESSAGE(has(err, "[2147483648, 2147483648, 2147483648]"), err);
+  err = error_in_child([&] { ad::Shape{4, -1}.numel(); });
+  CHECK_MESSAGE(has(err, "[4, -1]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{big}, ad::DType::f32); });
+  CHECK_MESSAGE(has(err, "[4611686018427387904]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{huge}, ad::DType::f32); });
+  CHECK_MESSAGE(has(err, "[9223372036854775807]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{big, 3}, ad::DType::f64); });  // numel itself overflows
+  CHECK_MESSAGE(has(err, "[4611686018427387904, 3]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{(int64_t)1 << 39}, ad::DType::f64); });  // 4 TiB: over the limit
+  CHECK_MESSAGE(has(err, "[549755813888]"), err);
+  err = error_in_child([&] { ad::pool_alloc(SIZE_MAX); });
+  CHECK_MESSAGE(has(err, "pool_alloc"), err);
+  // Ordinary sizes still work.
+  CHECK(ad::zeros(ad::Shape{3, 0, 5}, ad::DType::f32).numel() == 0);
+  CHECK(ad::zeros(ad::Shape{1000, 7}, ad::DType::f64).numel() == 7000);
+}
