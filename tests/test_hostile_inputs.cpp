@@ -114,3 +114,23 @@ TEST_CASE("hostile sizes: numel overflow and absurd allocations are ad::Errors n
   CHECK(ad::zeros(ad::Shape{3, 0, 5}, ad::DType::f32).numel() == 0);
   CHECK(ad::zeros(ad::Shape{1000, 7}, ad::DType::f64).numel() == 7000);
 }
+
+// F4: an inf (or NaN) score made hungarian_max's potentials inf/NaN and its loop never ended
+// (evaluating a decomposition holding an inf weight hung).
+TEST_CASE("hostile metrics: non-finite scores are refused by hungarian_max and identity_ci_error") {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double bad : {inf, -inf, std::nan("")}) {
+    decomp::Mat s(3, 3, 0.5);
+    s(1, 2) = bad;  // one entry: the old code returned some assignment
+    std::string err = error_in_child([&] { decomp::hungarian_max(s); });
+    CHECK_MESSAGE(has(err, "hungarian_max: score matrix entry (1, 2) is "), err);
+    for (int64_t j = 0; j < 3; ++j) s(1, j) = bad;  // a whole row (an inf weight's CI row): the old code hung
+    err = error_in_child([&] { decomp::hungarian_max(s); });
+    CHECK_MESSAGE(has(err, "hungarian_max: score matrix entry (1, 0) is "), err);
+    err = error_in_child([&] { decomp::identity_ci_error(s, nullptr); });
+    CHECK_MESSAGE(has(err, "entry (1, 0)"), err);
+  }
+  decomp::Mat ok(2, 3, 0);
+  ok(0, 1) = 1, ok(1, 2) = 1;
+  CHECK(decomp::hungarian_max(ok) == std::vector<int64_t>{1, 2});
+}
