@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "autodiff/fileio.hpp"
+#include "autodiff/json_depth.hpp"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.cpp assumes a little-endian host (the format is little-endian)"
@@ -127,6 +128,7 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
   if (hlen < 2) bad("bad header length " + std::to_string(hlen) + " (too short for a JSON object)");
 
   // Parse, refusing duplicate top-level keys (JSON would silently keep the last one).
+  check_json_depth(bytes.data() + 8, bytes.data() + 8 + hlen, "safetensors file '" + source + "' header");
   json header;
   std::set<std::string> seen;
   std::string duplicate;

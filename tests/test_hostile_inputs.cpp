@@ -134,3 +134,36 @@ TEST_CASE("hostile metrics: non-finite scores are refused by hungarian_max and i
   ok(0, 1) = 1, ok(1, 2) = 1;
   CHECK(decomp::hungarian_max(ok) == std::vector<int64_t>{1, 2});
 }
+
+// F5: 10^6 levels of '[' overflowed the stack when a config was parsed. The depth is checked
+// by a linear scan before any JSON parser sees the text.
+TEST_CASE("hostile JSON: nesting deeper than the limit is refused before parsing") {
+  const std::string path = temp_path("deep.json");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  ad::write_file_atomic(path, deep);
+  std::string err = error_in_child([&] { models::read_json_file(path); });
+  CHECK_MESSAGE(has(err, path + ": JSON nests deeper than 100 levels (depth 101"), err);
+  ad::write_file_atomic(path, R"({"comment": )" + deep + "}");
+  err = error_in_child([&] { models::read_json_file(path); });
+  CHECK_MESSAGE(has(err, "(depth 101"), err);
+  // Brackets inside strings are text, escaped quotes do not end the string.
+  const std::string in_string = R"({"comment": "\"\\\")" + std::string(100000, '[') + R"(", "k": [[1]]})";
+  ad::write_file_atomic(path, in_string);
+  CHECK(models::read_json_file(path).at("k").at(0).at(0) == 1);
+  ad::write_file_atomic(path, std::string(100, '[') + std::string(100, ']'));  // exactly at the limit
+  CHECK(models::read_json_file(path).is_array());
+
+  // A safetensors header and checkpoint metadata go through the same check.
+  const std::string st = temp_path("deep.safetensors");
+  std::string header = R"({"a": )" + deep + "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const uint64_t n = header.size();
+  ad::write_file_atomic(st, std::string(reinterpret_cast<const char*>(&n), 8) + header);
+  err = error_in_child([&] { ad::load_safetensors(st); });
+  CHECK_MESSAGE(has(err, "safetensors file '" + st + "' header: JSON nests deeper than 100 levels"), err);
+  ad::save_safetensors(st, {{"w", ad::zeros(ad::Shape{2})}}, {{"model_config", deep}, {"format", "pd-model-v1"}});
+  err = error_in_child([&] { models::load_model(st); });
+  CHECK_MESSAGE(has(err, st + ": metadata \"model_config\": JSON nests deeper"), err);
+  std::remove(path.c_str());
+  std::remove(st.c_str());
+}
