@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "autodiff/fileio.hpp"
+#include "autodiff/json_depth.hpp"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.cpp assumes a little-endian host (the format is little-endian)"
@@ -127,6 +128,7 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
   if (hlen < 2) bad("bad header length " + std::to_string(hlen) + " (too short for a JSON object)");
 
   // Parse, refusing duplicate top-level keys (JSON would silently keep the last one).
+  check_json_depth(bytes.data() + 8, bytes.data() + 8 + hlen, "safetensors file '" + source + "' header");
   json header;
   std::set<std::string> seen;
   std::string duplicate;
@@ -173,14 +175,18 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
     if (sh.size() > (size_t)kMaxDims)
       bad(where + ": " + std::to_string(sh.size()) + " dimensions (at most " + std::to_string(kMaxDims) + ")");
     uint64_t numel = 1;
+    bool overflow = false;
     for (const json& d : sh) {
       if (!d.is_number_unsigned()) bad(where + ": shape entries must be non-negative integers");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim > ((uint64_t)1 << 48) || (dim && numel > (((uint64_t)1 << 62) / dim)))
-        bad(where + ": shape is too large");
-      numel *= dim;
+      if (dim > ((uint64_t)1 << 48)) bad(where + ": shape is too large");
+      overflow |= __builtin_mul_overflow(numel, dim, &numel);
       e.shape.d[e.shape.nd++] = (int64_t)dim;
     }
+    // Checked: [2^31, 2^31] of I32 is 2^64 bytes, which an unchecked multiply wraps to 0.
+    uint64_t nbytes = 0;
+    overflow |= __builtin_mul_overflow(numel, (uint64_t)e.dt->bytes, &nbytes);
+    if (overflow) bad(where + ": shape " + e.shape.str() + " of " + dts + " is too large (its byte size overflows 64 bits)");
     for (const json& o : v["data_offsets"])
       if (!o.is_number_unsigned()) bad(where + ": data_offsets must be non-negative integers");
     e.begin = v["data_offsets"][0].get<uint64_t>();
@@ -189,8 +195,8 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
     if (e.end > buf_size)
       bad(where + ": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
           "] out of range (data buffer is " + std::to_string(buf_size) + " bytes; file truncated?)");
-    if (e.end - e.begin != numel * e.dt->bytes)
-      bad(where + ": shape " + e.shape.str() + " of " + dts + " needs " + std::to_string(numel * e.dt->bytes) +
+    if (e.end - e.begin != nbytes)
+      bad(where + ": shape " + e.shape.str() + " of " + dts + " needs " + std::to_string(nbytes) +
           " bytes but data_offsets span " + std::to_string(e.end - e.begin));
     entries.push_back(e);
   }

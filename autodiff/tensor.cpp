@@ -26,7 +26,9 @@ Shape Shape::from_vector(const std::vector<int64_t>& dims) {
 }
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < nd; ++i) n *= d[i];
+  bool bad = false;
+  for (int i = 0; i < nd; ++i) bad |= (d[i] < 0) | __builtin_mul_overflow(n, d[i], &n);
+  if (bad) fail("Shape " + str() + ": negative dimension or element count overflows int64");
   return n;
 }
 bool Shape::operator==(const Shape& o) const {
@@ -72,6 +74,9 @@ Pools& pools() {
   static Pools p;
   return p;
 }
+// No single buffer may exceed this (1 TiB): a larger request is a corrupt or absurd size, and
+// refusing it keeps size_class's loop bounded.
+constexpr size_t kMaxBufferBytes = (size_t)1 << 40;
 int size_class(size_t bytes) {
   int c = 6;  // 64 bytes
   while (((size_t)1 << c) < bytes) ++c;
@@ -80,6 +85,8 @@ int size_class(size_t bytes) {
 }  // namespace
 
 void* pool_alloc(size_t bytes) {
+  if (bytes > kMaxBufferBytes)
+    fail("pool_alloc: refusing a " + std::to_string(bytes) + "-byte buffer (limit 2^40 bytes)");
   Pools& P = pools();
   int c = size_class(bytes ? bytes : 1);
   size_t rounded = (size_t)1 << c;
@@ -251,6 +258,10 @@ void Tensor::clear_grad() {
 Tensor empty(const Shape& s, DType t) {
   for (int i = 0; i < s.nd; ++i)
     if (s.d[i] < 0) fail("empty: negative dimension in shape " + s.str());
+  size_t bytes = 0;
+  if (__builtin_mul_overflow((uint64_t)s.numel(), (uint64_t)dtype_size(t), &bytes) || bytes > kMaxBufferBytes)
+    fail("empty: shape " + s.str() + " needs " + std::to_string(s.numel()) + " x " + std::to_string(dtype_size(t)) +
+         " bytes, over the 2^40-byte limit for one tensor");
   Node* n = new_node();
   n->shape = s;
   n->dtype = t;

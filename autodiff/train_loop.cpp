@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autodiff/json_depth.hpp"
+
 namespace ad {
 
 using nlohmann::json;
@@ -141,6 +143,8 @@ Checkpoint read_checkpoint(const std::string& path, const std::string& kind, Saf
   if (st.empty() || st.size() > 18 || st.find_first_not_of("0123456789") != std::string::npos)
     fail(path + ": metadata 'step' must be a non-negative integer, got '" + st + "'");
   ck.step = std::stoll(st);
+  check_json_depth(ck.meta("wall_s"), path + ": metadata 'wall_s'");
+  check_json_depth(ck.meta("log"), path + ": metadata 'log'");
   try {
     ck.wall_s = json::parse(ck.meta("wall_s")).get<double>();
     const json l = json::parse(ck.meta("log"));

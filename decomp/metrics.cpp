@@ -14,6 +14,12 @@ std::vector<int64_t> hungarian_max(const Mat& score) {
   // Classic potentials formulation (minimisation of cost = -score), 1-based internally.
   const int64_t n = score.rows, m = score.cols;
   if (n > m) ad::fail("hungarian_max: needs rows <= cols, got " + std::to_string(n) + " x " + std::to_string(m));
+  // An inf or NaN score makes every potential update inf/NaN and the augmenting loop never ends.
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < m; ++j)
+      if (!std::isfinite(score(i, j)))
+        ad::fail("hungarian_max: score matrix entry (" + std::to_string(i) + ", " + std::to_string(j) + ") is " +
+                 std::to_string(score(i, j)) + "; the assignment needs finite scores");
   const double INF = std::numeric_limits<double>::infinity();
   std::vector<double> u((size_t)n + 1, 0), v((size_t)m + 1, 0);
   std::vector<int64_t> p((size_t)m + 1, 0), way((size_t)m + 1, 0);

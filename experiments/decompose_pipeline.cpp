@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autodiff/fileio.hpp"
+#include "autodiff/json_depth.hpp"
 #include "decomp/run/checkpoint.hpp"
 #include "decomp/run/files.hpp"
 #include "decomp/run/target.hpp"
@@ -190,6 +191,7 @@ int evaluate_saved_decomposition(const DecomposeOptions& o) {
     auto it = file.metadata.find("spd_config");
     if (it == file.metadata.end())
       ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor an SPD checkpoint");
+    ad::check_json_depth(it->second, o.evaluate + ": metadata spd_config");
     try {
       made_with = json::parse(it->second);
     } catch (const json::parse_error& e) {

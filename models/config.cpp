@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "autodiff/fileio.hpp"
+#include "autodiff/json_depth.hpp"
 
 namespace models {
 
@@ -168,6 +169,11 @@ json train_schedule_json(const ad::TrainSchedule& s) {
 
 json read_json_file(const std::string& path) {
   const std::string text = ad::read_file(path);
+  try {
+    ad::check_json_depth(text, path);
+  } catch (const ad::Error& e) {
+    throw ConfigError(e.what());
+  }
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {

@@ -5,6 +5,7 @@
 //   checkpoint.safetensors: ad::save_checkpoint (autodiff/train_loop.hpp) of kind "train",
 //                           with metadata "model_config" and "run_config".
 #include "autodiff/safetensors.hpp"
+#include "autodiff/json_depth.hpp"
 #include "models/model.hpp"
 #include "models/train.hpp"
 
@@ -19,6 +20,7 @@ void save_model(const Model& m, const std::string& path) {
 static json parse_meta(const ad::SafeTensors& st, const std::string& key, const std::string& path) {
   auto it = st.metadata.find(key);
   if (it == st.metadata.end()) ad::fail(path + ": metadata has no \"" + key + "\" entry");
+  ad::check_json_depth(it->second, path + ": metadata \"" + key + "\"");
   try {
     return json::parse(it->second);
   } catch (const json::parse_error& e) {

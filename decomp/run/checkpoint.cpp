@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "autodiff/json_depth.hpp"
+
 namespace decomp {
 
 using nlohmann::json;
@@ -58,6 +60,7 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path) { return read_spd_che
 SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file) {
   SpdCheckpoint ck;
   ck.file = ad::read_checkpoint(path, kDecomposeCheckpointKind, std::move(file));
+  ad::check_json_depth(ck.file.meta("config"), path + ": metadata 'config'");
   try {
     ck.config = json::parse(ck.file.meta("config"));
   } catch (const json::exception& e) {

@@ -1,0 +1,169 @@
+// Hostile inputs found by a fuzzing probe: each used to crash or hang; each must now be an
+// ad::Error naming the file, tensor or shape. Cases that crashed or hung run in a forked child
+// (with an alarm), so on a regression the test fails instead of taking the test binary down.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "autodiff/error.hpp"
+#include "autodiff/fileio.hpp"
+#include "autodiff/safetensors.hpp"
+#include "autodiff/tensor.hpp"
+#include "decomp/metrics.hpp"
+#include "models/config.hpp"
+#include "models/model.hpp"
+
+namespace {
+
+// Runs f in a child process for at most `seconds`. Returns the ad::Error message f threw,
+// "(no error)" if it returned, or a description of how the child died (crash, hang).
+std::string error_in_child(const std::function<void()>& f, unsigned seconds = 5) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM}) signal(sig, SIG_DFL);  // not doctest's
+    alarm(seconds);
+    std::string msg = "(no error)";
+    try {
+      f();
+    } catch (const ad::Error& e) {
+      msg = e.what();
+    }
+    if (write(fds[1], msg.data(), msg.size()) < 0) _exit(2);
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string msg;
+  char buf[4096];
+  for (ssize_t k; (k = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, (size_t)k);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status))
+    return "(child killed by signal " + std::to_string(WTERMSIG(status)) +
+           (WTERMSIG(status) == SIGALRM ? ": hung" : ": crashed") + ")";
+  return msg;
+}
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::string temp_path(const std::string& name) {
+  return "/tmp/pd_hostile_" + std::to_string(getpid()) + "_" + name;
+}
+
+}  // namespace
+
+// F1: [2^31, 2^31] of I32 is 2^64 bytes; the unchecked multiply wrapped to 0, matched the
+// empty data_offsets [0, 0], and the loader then read 2^62 elements.
+TEST_CASE("hostile safetensors: a shape whose byte size overflows is refused, not read") {
+  const std::string path = temp_path("overflow.safetensors");
+  auto file_with = [](const std::string& header) {
+    const uint64_t n = header.size();
+    return std::string(reinterpret_cast<const char*>(&n), 8) + header;
+  };
+  const std::string cases[] = {
+      R"({"a":{"dtype":"I32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})",
+      R"({"a":{"dtype":"I64","shape":[1073741824,1073741824,16],"data_offsets":[0,0]}})",
+      R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}})",
+  };
+  for (const std::string& header : cases) {
+    ad::write_file_atomic(path, file_with(header));
+    const std::string err = error_in_child([&] { ad::load_safetensors(path); });
+    CHECK_MESSAGE(has(err, path), err);
+    CHECK_MESSAGE(has(err, "tensor 'a'"), err);
+    CHECK_MESSAGE(has(err, "its byte size overflows 64 bits"), err);
+  }
+  std::remove(path.c_str());
+}
+
+// F3: n_features / C / batch_size of 2^62 overflowed Shape::numel (SIGSEGV), 2^63-1 made
+// size_class loop forever.
+TEST_CASE("hostile sizes: numel overflow and absurd allocations are ad::Errors naming the shape") {
+  const int64_t big = (int64_t)1 << 62, huge = INT64_MAX;
+  std::string err = error_in_child([&] { ad::Shape{(int64_t)1 << 31, (int64_t)1 << 31, (int64_t)1 << 31}.numel(); });
+  CHECK_MESSAGE(has(err, "[2147483648, 2147483648, 2147483648]"), err);
+  err = error_in_child([&] { ad::Shape{4, -1}.numel(); });
+  CHECK_MESSAGE(has(err, "[4, -1]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{big}, ad::DType::f32); });
+  CHECK_MESSAGE(has(err, "[4611686018427387904]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{huge}, ad::DType::f32); });
+  CHECK_MESSAGE(has(err, "[9223372036854775807]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{big, 3}, ad::DType::f64); });  // numel itself overflows
+  CHECK_MESSAGE(has(err, "[4611686018427387904, 3]"), err);
+  err = error_in_child([&] { ad::zeros(ad::Shape{(int64_t)1 << 39}, ad::DType::f64); });  // 4 TiB: over the limit
+  CHECK_MESSAGE(has(err, "[549755813888]"), err);
+  err = error_in_child([&] { ad::pool_alloc(SIZE_MAX); });
+  CHECK_MESSAGE(has(err, "pool_alloc"), err);
+  // Ordinary sizes still work.
+  CHECK(ad::zeros(ad::Shape{3, 0, 5}, ad::DType::f32).numel() == 0);
+  CHECK(ad::zeros(ad::Shape{1000, 7}, ad::DType::f64).numel() == 7000);
+}
+
+// F4: an inf (or NaN) score made hungarian_max's potentials inf/NaN and its loop never ended
+// (evaluating a decomposition holding an inf weight hung).
+TEST_CASE("hostile metrics: non-finite scores are refused by hungarian_max and identity_ci_error") {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double bad : {inf, -inf, std::nan("")}) {
+    decomp::Mat s(3, 3, 0.5);
+    s(1, 2) = bad;  // one entry: the old code returned some assignment
+    std::string err = error_in_child([&] { decomp::hungarian_max(s); });
+    CHECK_MESSAGE(has(err, "hungarian_max: score matrix entry (1, 2) is "), err);
+    for (int64_t j = 0; j < 3; ++j) s(1, j) = bad;  // a whole row (an inf weight's CI row): the old code hung
+    err = error_in_child([&] { decomp::hungarian_max(s); });
+    CHECK_MESSAGE(has(err, "hungarian_max: score matrix entry (1, 0) is "), err);
+    err = error_in_child([&] { decomp::identity_ci_error(s, nullptr); });
+    CHECK_MESSAGE(has(err, "entry (1, 0)"), err);
+  }
+  decomp::Mat ok(2, 3, 0);
+  ok(0, 1) = 1, ok(1, 2) = 1;
+  CHECK(decomp::hungarian_max(ok) == std::vector<int64_t>{1, 2});
+}
+
+// F5: 10^6 levels of '[' overflowed the stack when a config was parsed. The depth is checked
+// by a linear scan before any JSON parser sees the text.
+TEST_CASE("hostile JSON: nesting deeper than the limit is refused before parsing") {
+  const std::string path = temp_path("deep.json");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  ad::write_file_atomic(path, deep);
+  std::string err = error_in_child([&] { models::read_json_file(path); });
+  CHECK_MESSAGE(has(err, path + ": JSON nests deeper than 100 levels (depth 101"), err);
+  ad::write_file_atomic(path, R"({"comment": )" + deep + "}");
+  err = error_in_child([&] { models::read_json_file(path); });
+  CHECK_MESSAGE(has(err, "(depth 101"), err);
+  // Brackets inside strings are text, escaped quotes do not end the string.
+  const std::string in_string = R"({"comment": "\"\\\")" + std::string(100000, '[') + R"(", "k": [[1]]})";
+  ad::write_file_atomic(path, in_string);
+  CHECK(models::read_json_file(path).at("k").at(0).at(0) == 1);
+  ad::write_file_atomic(path, std::string(100, '[') + std::string(100, ']'));  // exactly at the limit
+  CHECK(models::read_json_file(path).is_array());
+
+  // A safetensors header and checkpoint metadata go through the same check.
+  const std::string st = temp_path("deep.safetensors");
+  std::string header = R"({"a": )" + deep + "}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const uint64_t n = header.size();
+  ad::write_file_atomic(st, std::string(reinterpret_cast<const char*>(&n), 8) + header);
+  err = error_in_child([&] { ad::load_safetensors(st); });
+  CHECK_MESSAGE(has(err, "safetensors file '" + st + "' header: JSON nests deeper than 100 levels"), err);
+  ad::save_safetensors(st, {{"w", ad::zeros(ad::Shape{2})}}, {{"model_config", deep}, {"format", "pd-model-v1"}});
+  err = error_in_child([&] { models::load_model(st); });
+  CHECK_MESSAGE(has(err, st + ": metadata \"model_config\": JSON nests deeper"), err);
+  std::remove(path.c_str());
+  std::remove(st.c_str());
+}
