@@ -115,11 +115,19 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
 }
 
 // ---- reading -------------------------------------------------------------------------------
-SafeTensors decode_safetensors(const std::string& bytes, const std::string& source) {
-  auto bad = [&](const std::string& what) -> void { fail("safetensors file '" + source + "': " + what); };
+namespace {
+
+// Errors name the file: "safetensors file '<source>': <what>".
+[[noreturn]] void bad_file(const std::string& source, const std::string& what) {
+  fail("safetensors file '" + source + "': " + what);
+}
+
+// The header: length field, JSON object, no duplicate top-level keys. Sets hlen.
+json parse_header(const std::string& bytes, const std::string& source, uint64_t& hlen) {
+  auto bad = [&](const std::string& what) { bad_file(source, what); };
   if (bytes.size() < 8)
     bad("truncated: " + std::to_string(bytes.size()) + " bytes, need at least 8 for the header length");
-  const uint64_t hlen = load_le<uint64_t>(bytes.data());
+  hlen = load_le<uint64_t>(bytes.data());
   const uint64_t avail = bytes.size() - 8;
   if (hlen > kMaxHeader) bad("bad header length " + std::to_string(hlen) + " (limit 100 MB)");
   if (hlen > avail)
@@ -146,20 +154,12 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
   if (!duplicate.empty()) bad("header names '" + duplicate + "' twice");
   if (!header.is_object()) bad("header is not a JSON object");
 
-  SafeTensors out;
-  std::vector<Entry> entries;
-  const uint64_t buf_size = avail - hlen;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    const json& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) bad("'__metadata__' is not an object of strings");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) bad("'__metadata__' value of '" + m.key() + "' is not a string");
-        out.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
+  return header;
+}
+
+// One tensor entry of the header, validated against the data buffer's size.
+Entry parse_entry(const std::string& name, const json& v, uint64_t buf_size, const std::string& source) {
+  auto bad = [&](const std::string& what) { bad_file(source, what); };
     const std::string where = "tensor '" + name + "'";
     if (!v.is_object()) bad(where + ": entry is not an object");
     if (!v.contains("dtype") || !v["dtype"].is_string()) bad(where + ": missing or non-string 'dtype'");
@@ -198,10 +198,13 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
     if (e.end - e.begin != nbytes)
       bad(where + ": shape " + e.shape.str() + " of " + dts + " needs " + std::to_string(nbytes) +
           " bytes but data_offsets span " + std::to_string(e.end - e.begin));
-    entries.push_back(e);
-  }
+  return e;
+}
 
-  // The buffer must be covered exactly once: sorted by offset, each tensor starts where the
+// The buffer must be covered exactly once by the entries.
+void check_coverage(const std::vector<Entry>& entries, uint64_t buf_size, const std::string& source) {
+  auto bad = [&](const std::string& what) { bad_file(source, what); };
+  // Sorted by offset, each tensor starts where the
   // previous one ended and the last ends at the end of the file.
   std::vector<const Entry*> order;
   for (const Entry& e : entries) order.push_back(&e);
@@ -223,37 +226,68 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
   if (pos != buf_size)
     bad("data buffer has " + std::to_string(buf_size - pos) + " trailing bytes that belong to no tensor");
 
+}
+
+// The tensor of one entry, converted to the engine's dtype (float32, or float64 for F64 and
+// the integer types that need it).
+Tensor decode_entry(const Entry& e, const char* buf, const std::string& source) {
+  auto bad = [&](const std::string& what) { bad_file(source, what); };
+  Tensor t = empty(e.shape, e.dt->to);
+  const char* src = buf + e.begin;
+  const int64_t n = e.shape.numel();
+  const std::string dts = e.dt->name;
+  if (dts == "F32" || dts == "F64") {
+    std::memcpy(t.raw(), src, (size_t)(e.end - e.begin));
+  } else if (e.dt->to == DType::f32) {
+    float* d = t.data<float>();
+    if (dts == "F16") for (int64_t i = 0; i < n; ++i) d[i] = half_to_float(load_le<uint16_t>(src + 2 * i));
+    else if (dts == "BF16") for (int64_t i = 0; i < n; ++i) d[i] = bf16_to_float(load_le<uint16_t>(src + 2 * i));
+    else if (dts == "I8") for (int64_t i = 0; i < n; ++i) d[i] = (float)load_le<int8_t>(src + i);
+    else if (dts == "U8") for (int64_t i = 0; i < n; ++i) d[i] = (float)load_le<uint8_t>(src + i);
+    else if (dts == "BOOL") for (int64_t i = 0; i < n; ++i) d[i] = load_le<uint8_t>(src + i) ? 1.0f : 0.0f;
+    else for (int64_t i = 0; i < n; ++i) d[i] = (float)load_le<int16_t>(src + 2 * i);  // I16
+  } else if (dts == "I32") {
+    double* d = t.data<double>();
+    for (int64_t i = 0; i < n; ++i) d[i] = (double)load_le<int32_t>(src + 4 * i);
+  } else {  // I64
+    double* d = t.data<double>();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t v = load_le<int64_t>(src + 8 * i);
+      if (v > ((int64_t)1 << 53) || v < -((int64_t)1 << 53))
+        bad("tensor '" + e.name + "': I64 value " + std::to_string(v) + " at flat index " + std::to_string(i) +
+            " is not exactly representable as float64");
+      d[i] = (double)v;
+    }
+  }
+  return t;
+}
+
+}  // namespace
+
+SafeTensors decode_safetensors(const std::string& bytes, const std::string& source) {
+  uint64_t hlen = 0;
+  const json header = parse_header(bytes, source, hlen);
+  SafeTensors out;
+  std::vector<Entry> entries;
+  const uint64_t buf_size = bytes.size() - 8 - hlen;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& v = it.value();
+    if (name == "__metadata__") {
+      if (!v.is_object()) bad_file(source, "'__metadata__' is not an object of strings");
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (!m.value().is_string()) bad_file(source, "'__metadata__' value of '" + m.key() + "' is not a string");
+        out.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(name, v, buf_size, source));
+  }
+  check_coverage(entries, buf_size, source);
   const char* buf = bytes.data() + 8 + hlen;
   for (const Entry& e : entries) {
-    Tensor t = empty(e.shape, e.dt->to);
-    const char* src = buf + e.begin;
-    const int64_t n = e.shape.numel();
-    const std::string dts = e.dt->name;
-    if (dts == "F32" || dts == "F64") {
-      std::memcpy(t.raw(), src, (size_t)(e.end - e.begin));
-    } else if (e.dt->to == DType::f32) {
-      float* d = t.data<float>();
-      if (dts == "F16") for (int64_t i = 0; i < n; ++i) d[i] = half_to_float(load_le<uint16_t>(src + 2 * i));
-      else if (dts == "BF16") for (int64_t i = 0; i < n; ++i) d[i] = bf16_to_float(load_le<uint16_t>(src + 2 * i));
-      else if (dts == "I8") for (int64_t i = 0; i < n; ++i) d[i] = (float)load_le<int8_t>(src + i);
-      else if (dts == "U8") for (int64_t i = 0; i < n; ++i) d[i] = (float)load_le<uint8_t>(src + i);
-      else if (dts == "BOOL") for (int64_t i = 0; i < n; ++i) d[i] = load_le<uint8_t>(src + i) ? 1.0f : 0.0f;
-      else for (int64_t i = 0; i < n; ++i) d[i] = (float)load_le<int16_t>(src + 2 * i);  // I16
-    } else if (dts == "I32") {
-      double* d = t.data<double>();
-      for (int64_t i = 0; i < n; ++i) d[i] = (double)load_le<int32_t>(src + 4 * i);
-    } else {  // I64
-      double* d = t.data<double>();
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t v = load_le<int64_t>(src + 8 * i);
-        if (v > ((int64_t)1 << 53) || v < -((int64_t)1 << 53))
-          bad("tensor '" + e.name + "': I64 value " + std::to_string(v) + " at flat index " + std::to_string(i) +
-              " is not exactly representable as float64");
-        d[i] = (double)v;
-      }
-    }
-    out.tensors[e.name] = t;
-    out.file_dtypes[e.name] = dts;
+    out.tensors[e.name] = decode_entry(e, buf, source);
+    out.file_dtypes[e.name] = e.dt->name;
   }
   return out;
 }

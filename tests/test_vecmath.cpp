@@ -76,9 +76,11 @@ TEST_CASE("vecmath: exp kernel against its scalar reference and the exact exp, s
     if (x[i] < rm::kExpLo) CHECK((y[i] == 0.0f && ref == 0.0f));  // -inf too: no subnormal results
     if (x[i] > 88.72284f) CHECK((y[i] == INFINITY && ref == INFINITY));  // +inf too
     if (std::fabs(x[i]) < 1e-8f) CHECK((y[i] == 1.0f && ref == 1.0f));  // 0, -0, subnormals
-    // the kernel and its reference: at most 1 ulp apart
+    // the kernel and its reference: at most 1 ulp apart when the compiler contracts the
+    // reference's a*b+c into FMA as the kernel does (-O2 and up with -mfma), 2 when it does not
+    // (the -O1 sanitizer build): the kernel's bits are the same in both, the reference's are not
     worst_ref = std::max(worst_ref, ulp_dist(y[i], ref));
-    CHECK(ulp_dist(y[i], ref) <= 1);
+    CHECK(ulp_dist(y[i], ref) <= 2);
     // both against the exact value, where that is a normal float
     const double exact = std::exp((double)x[i]);
     if (x[i] >= rm::kExpLo && exact <= FLT_MAX) {
@@ -194,8 +196,9 @@ TEST_CASE("vecmath: erf-GELU kernels against the scalar reference and the exact 
     // float; beyond, the kernel's exp gives 0 where the reference's libm exp is subnormal
     if (std::fabs(v) < 13.2f) {
       const double tol_Phi = 4 * ulp_at(Phi), tol_phi = 4 * ulp_at(phi);
-      CHECK(std::fabs((double)y[(size_t)i] - y_ref) <= std::fabs(v) * tol_Phi + ulp_at(y_ref));
-      CHECK(std::fabs((double)dy[(size_t)i] - dy_ref) <= tol_Phi + std::fabs(v) * tol_phi + ulp_at(dy_ref));
+      // (+ 2 ulps of the result: the reference's own rounding depends on FMA contraction, above)
+      CHECK(std::fabs((double)y[(size_t)i] - y_ref) <= std::fabs(v) * tol_Phi + 2 * ulp_at(y_ref));
+      CHECK(std::fabs((double)dy[(size_t)i] - dy_ref) <= tol_Phi + std::fabs(v) * tol_phi + 2 * ulp_at(dy_ref));
       worst_y = std::max(worst_y, ulp_dist(y[(size_t)i], y_ref));
       worst_dy = std::max(worst_dy, ulp_dist(dy[(size_t)i], dy_ref));
     } else {
