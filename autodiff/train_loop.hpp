@@ -42,7 +42,6 @@ struct TrainSchedule {
   int64_t log_every = 100;
   int64_t checkpoint_every = 0;       // > 0: checkpoint every N steps
   LrSchedule lr_schedule() const;
-  double lr_at(int64_t step) const { return lr_schedule().lr_at(lr, step, steps); }
 };
 
 struct TrainLog {
