@@ -187,12 +187,15 @@ Tensor square(const Tensor& x) {
 
 AD_REGISTER_OP("pow");
 Tensor pow(const Tensor& x, double p) {
+  // p x^(p-1) is taken as p y / x where x != 0 (y = x^p is stored): one division instead of a
+  // second pow. x^0.5 (APD's Schatten p = 1) goes through sqrt.
   return unary("pow", x,
-      // d x^p / dx = p x^(p-1)
-      [](Node& o) { unary_grad(o, [](auto v, auto, auto g, const double* s) {
+      [](Node& o) { unary_grad(o, [](auto v, auto y, auto g, const double* s) {
         using T = decltype(v);
-        return g * (T)s[0] * (T)std::pow(v, (T)(s[0] - 1)); }); },
-      [](auto v, const double* s) { return (decltype(v))std::pow(v, (decltype(v))s[0]); }, p);
+        return v != 0 ? g * (T)s[0] * (y / v) : g * (T)s[0] * (T)std::pow(v, (T)(s[0] - 1)); }); },
+      [](auto v, const double* s) {
+        using T = decltype(v);
+        return s[0] == 0.5 ? (T)std::sqrt(v) : (T)std::pow(v, (T)s[0]); }, p);
 }
 
 AD_REGISTER_OP("relu");

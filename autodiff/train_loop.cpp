@@ -71,6 +71,7 @@ int64_t run_train_loop(Optimizer& opt, const TrainSchedule& s, const TrainStepFn
       fail(msg);
     }
     backward(loss);
+    if (o.after_backward) o.after_backward();
     opt.step(lr);
     for (auto& kv : values) {
       auto& w = log.window[kv.first];

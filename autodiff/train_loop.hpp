@@ -66,6 +66,8 @@ struct TrainLoopOptions {
   // A non-finite loss: called with the step (e.g. to replay it under the NaN guard); must
   // throw. Default: ad::Error naming the step and the reported values.
   std::function<void(int64_t step, const std::map<std::string, double>& values)> on_non_finite;
+  // Called between backward and the optimiser step (e.g. to project gradients).
+  std::function<void()> after_backward;
 };
 
 // Runs steps [start_step, min(stop_after, steps)). Returns the number of steps completed.

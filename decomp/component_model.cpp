@@ -13,6 +13,9 @@ ComponentModel::ComponentModel(const std::vector<LayerSpec>& specs, const Compon
     : opt(o) {
   if (specs.empty()) ad::fail("ComponentModel: no layers to decompose");
   if (opt.C <= 0) ad::fail("ComponentModel: C must be positive, got " + std::to_string(opt.C));
+  if (opt.group < 1 || opt.C % opt.group != 0)
+    ad::fail("ComponentModel: " + std::to_string(opt.C) + " columns do not split into components of " +
+             std::to_string(opt.group));
   for (const LayerSpec& s : specs) {
     if (!s.weight.defined() || s.weight.dim() != 2)
       ad::fail("ComponentModel: layer '" + s.name + "' needs a 2-d weight");
@@ -46,10 +49,11 @@ ComponentModel::ComponentModel(const std::vector<LayerSpec>& specs, const Compon
                  specs[l].tied_to + "'");
       L.tied_src = src;
     } else {
-      L.V = leaf_normal({L.d_in, L.C}, 1.0 / std::sqrt((double)L.d_in), opt.dtype, rng);
-      L.U = leaf_normal({L.C, L.d_out}, 1.0 / std::sqrt((double)L.C), opt.dtype, rng);
+      L.V = leaf_normal({L.d_in, L.C}, opt.init_scale / std::sqrt((double)L.d_in), opt.dtype, rng);
+      L.U = leaf_normal({L.C, L.d_out}, opt.init_scale / std::sqrt((double)L.C), opt.dtype, rng);
     }
   }
+  if (!opt.ci_functions) return;
   if (opt.global_ci) {
     std::vector<int64_t> d_in, C;
     for (auto& L : layers) d_in.push_back(L.d_in), C.push_back(L.C);
@@ -167,7 +171,7 @@ std::vector<std::string> ComponentModel::ci_param_names() const {
       n.push_back("ci_global.last_w." + layers[l].name), n.push_back("ci_global.last_b." + layers[l].name);
     return n;
   }
-  for (size_t l = 0; l < layers.size(); ++l)
+  for (size_t l = 0; l < ci.size(); ++l)  // no CI functions (APD): none
     for (auto& pn : ci[l].param_names) n.push_back("ci." + layers[l].name + "." + pn);
   return n;
 }
@@ -183,6 +187,7 @@ const TargetPassCache::Call* MaskedHooks::recorded(const std::string& name, cons
 Tensor MaskedHooks::linear(const std::string& name, const Tensor& x, const Tensor&, const Tensor& bias) {
   const TargetPassCache::Call* rec = recorded(name, x.shape());
   const int l = cm->index_of(name);
+  if (inputs_out && l >= 0) (*inputs_out)[(size_t)l] = x;
   if (l < 0 || !(*masks)[l].m.defined()) return rec ? rec->out : Tensor();  // target's layer
   return masked(l, rec, bias, [&] { return x; });
 }

@@ -54,6 +54,11 @@ struct ComponentModelOptions {
   CIType ci_type = CIType::mlp;
   std::vector<int64_t> ci_hidden = {16};
   bool global_ci = false;  // one GlobalCIFunction over all layers instead of per-layer ones
+  bool ci_functions = true;  // false: no CI functions (APD decides on-ness by attributions)
+  // Columns per component: 1 for SPD's rank-1 subcomponents; APD's rank m, so component c is
+  // the columns [c m, (c + 1) m) of V and rows of U, and C above counts columns (C_apd m).
+  int64_t group = 1;
+  double init_scale = 1.0;  // multiplies the initial V and U
   ad::DType dtype = ad::DType::f32;
 };
 
@@ -67,6 +72,7 @@ class ComponentModel {
   ComponentModelOptions opt;
 
   int index_of(const std::string& name) const;  // -1 if not decomposed
+  int64_t components() const { return opt.C / opt.group; }  // APD's C; SPD's C
   // While true, h_of / out_of / U_of use V and U detached: passes that only need gradients
   // with respect to masks (the inner steps of sign PGD) skip the dV, dU products.
   // Set through ConstantComponentsScope.
@@ -141,6 +147,7 @@ struct MaskedHooks : models::ForwardHooks {
   const ComponentModel* cm = nullptr;
   const std::vector<LayerMask>* masks = nullptr;
   TargetPassCache* cache = nullptr;
+  std::vector<ad::Tensor>* inputs_out = nullptr;  // optional: each decomposed layer's input
   ad::Tensor linear(const std::string& name, const ad::Tensor& x, const ad::Tensor& weight,
                     const ad::Tensor& bias) override;
   ad::Tensor embedding(const std::string& name, const ad::Indices& ids, const ad::Tensor& weight) override;

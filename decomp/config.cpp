@@ -1,5 +1,6 @@
 #include "decomp/config.hpp"
 
+#include <cmath>
 #include <set>
 
 #include "autodiff/optim.hpp"
@@ -47,16 +48,32 @@ void read_train(ConfigSection t, TrainConfig& tc) {
   t.finish();
 }
 
-}  // namespace
+void read_apd(ConfigSection& top, DecompConfig& c) {
+  APDOptions& a = c.apd;
+  if (!top.has("m")) top.error("m", "is required for method apd (rank of each component per layer)");
+  a.m = get_count(top, "m", 0, 1);
+  a.topk = top.get_double("topk", a.topk);
+  if (!(a.topk >= 0) || !std::isfinite(a.topk)) top.error("topk", "must be a finite number >= 0");
+  const std::string attr = top.get_string("attribution", "gradient");
+  if (attr == "gradient") a.attribution = Attribution::gradient;
+  else if (attr == "ablation") a.attribution = Attribution::ablation;
+  else if (attr == "activation") a.attribution = Attribution::activation;
+  else top.error("attribution", "must be gradient, ablation or activation, got '" + attr + "'");
+  a.unit_norm_A = top.get_bool("unit_norm_A", a.unit_norm_A);
+  const std::string model = top.get_string("attribution_model", "target");
+  if (model == "apd") a.attribute_apd_model = true;
+  else if (model != "target") top.error("attribution_model", "must be target or apd, got '" + model + "'");
+  if (a.attribute_apd_model && a.attribution != Attribution::gradient)
+    top.error("attribution_model", "applies to gradient attributions only");
+  c.model.init_scale = top.get_double("init_scale", 1.0);
+  if (!(c.model.init_scale > 0) || !std::isfinite(c.model.init_scale))
+    top.error("init_scale", "must be a finite number > 0");
+  c.model.group = a.m;
+  c.model.C *= a.m;  // ComponentModel counts columns
+  c.model.ci_functions = false;
+}
 
-SPDConfig parse_spd_config(const json& j, const std::string& where) {
-  SPDConfig c;
-  ConfigSection top(j, where, "");
-  top.accept("name");
-  top.accept("comment");
-  top.accept("target");  // read by decomp/run/target
-  c.seed = (uint64_t)get_count(top, "seed", 0, 0);
-  c.model.C = get_count(top, "C", c.model.C, 1);
+void read_spd(ConfigSection& top, DecompConfig& c) {
   read_ci_fn(top.section("ci_fn"), c.model);
   const std::string sampling = top.get_string("sampling", "continuous");
   if (sampling == "continuous") c.sampling = Sampling::continuous;
@@ -64,6 +81,29 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
   else top.error("sampling", "must be continuous or binomial, got '" + sampling + "'");
   c.delta = top.get_bool("delta", c.delta);
   c.leaky_alpha = top.get_double("leaky_alpha", c.leaky_alpha);
+}
+
+}  // namespace
+
+const char* method_name(Method m) { return m == Method::apd ? "apd" : "spd"; }
+const char* attribution_name(Attribution a) {
+  return a == Attribution::gradient ? "gradient" : a == Attribution::ablation ? "ablation" : "activation";
+}
+
+DecompConfig parse_decomp_config(const json& j, const std::string& where) {
+  DecompConfig c;
+  ConfigSection top(j, where, "");
+  top.accept("name");
+  top.accept("comment");
+  top.accept("target");  // read by decomp/run/target
+  c.seed = (uint64_t)get_count(top, "seed", 0, 0);
+  const std::string method = top.get_string("method", "spd");
+  if (method == "apd") c.method = Method::apd;
+  else if (method != "spd") top.error("method", "must be spd or apd, got '" + method + "'");
+  c.model.C = get_count(top, "C", c.model.C, 1);
+  // A key of the other method is left unread, so finish() reports it as not a key.
+  if (c.method == Method::apd) read_apd(top, c);
+  else read_spd(top, c);
   c.ci_threshold = top.get_double("ci_threshold", c.ci_threshold);
   c.eval_batch = get_count(top, "eval_batch", c.eval_batch, 1);
   {
@@ -96,6 +136,8 @@ SPDConfig parse_spd_config(const json& j, const std::string& where) {
   for (size_t i = 0; i < losses.size(); ++i) {
     ConfigSection t(losses[i], where, "losses[" + std::to_string(i) + "]");
     std::shared_ptr<LossTerm> term = parse_loss_term(t);
+    if (!(loss_term_table().at(term->kind).methods & (int)c.method))
+      t.error("name", "'" + term->kind + "' is not a loss term of method " + method_name(c.method));
     if (!labels.insert(term->label).second)
       t.error("label", "'" + term->label + "' names two terms; give each a distinct \"label\"");
     c.losses.push_back(term);

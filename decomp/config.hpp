@@ -34,7 +34,29 @@ struct DenseKGroup {
   int64_t k = 0;
 };
 
-struct SPDConfig {
+// Which method decomposes: SPD (METHODS 3) or APD (METHODS 2). Loss terms say which they serve.
+enum class Method { spd = 1, apd = 2 };
+const char* method_name(Method m);  // "spd" | "apd"
+
+// APD's own keys (METHODS 2). C components, each of rank m in every decomposed layer.
+enum class Attribution { gradient, ablation, activation };
+const char* attribution_name(Attribution a);
+struct APDOptions {
+  int64_t m = 0;                 // rank per component and layer (required)
+  double topk = 1.0;             // batch top-k keeps K = floor(topk * B) of the [B, C] attributions
+  Attribution attribution = Attribution::gradient;
+  // Gradient attributions of the target model (METHODS 2), or of the APD model with every
+  // component on (layer weights sum_c P_{c,l}, its own layer inputs): the APD paper's TMS 5-2
+  // runs needed the latter ("attributions taken from the APD model").
+  bool attribute_apd_model = false;
+  // Unit-norm A columns (over d_in) at the start of every step, with the gradient component
+  // parallel to each column removed before the optimiser step (residual-MLP configs).
+  bool unit_norm_A = false;
+};
+
+struct DecompConfig {
+  Method method = Method::spd;
+  APDOptions apd;
   ComponentModelOptions model;
   std::vector<std::shared_ptr<const LossTerm>> losses;  // labels unique
   Sampling sampling = Sampling::continuous;
@@ -54,6 +76,6 @@ struct SPDConfig {
 };
 
 // `where` names the file in error messages.
-SPDConfig parse_spd_config(const nlohmann::json& j, const std::string& where);
+DecompConfig parse_decomp_config(const nlohmann::json& j, const std::string& where);
 
 }  // namespace decomp

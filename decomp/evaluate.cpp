@@ -31,10 +31,10 @@ Mat join_columns(const std::vector<const Mat*>& parts) {
   return m;
 }
 
-std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const SPDConfig& cfg) {
+std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const DecompConfig& cfg) {
   std::vector<std::shared_ptr<const LossTerm>> terms = cfg.losses;
   for (const auto& kv : loss_term_table()) {
-    if (!kv.second.monitor) continue;
+    if (!kv.second.monitor || !(kv.second.methods & (int)cfg.method)) continue;
     bool taken = false;  // a configured term already reports under this name
     for (const auto& t : cfg.losses) taken = taken || t->label == kv.first;
     if (!taken) terms.push_back(make_loss_term(kv.first));
@@ -42,7 +42,7 @@ std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const SPDConfig& cf
   return terms;
 }
 
-EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k,
+EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k,
                     const std::vector<DenseKGroup>& groups) {
   ad::NoGradGuard ng;
   EvalResult r;
@@ -52,7 +52,10 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
   // vector_mlp CI function would need tens of GB); loss values are then chunk-size-weighted
   // means (every term is a per-element mean), CI_L0 the row-weighted mean, alive the union.
   const int64_t total = spd.cfg.eval_batch;
-  const int64_t chunk = spd.target.n_features > 0 ? total : std::min<int64_t>(total, 32);
+  // APD evaluates in chunks of its training batch: batch top-k then keeps K of each chunk as
+  // in training (and gradient attributions hold [chunk, C, d_out] at once).
+  int64_t chunk = spd.target.n_features > 0 ? total : std::min<int64_t>(total, 32);
+  if (spd.cfg.method == Method::apd) chunk = std::min<int64_t>(total, spd.cfg.train.batch_size);
   std::vector<double> l0_sum(cm.layers.size(), 0.0);
   std::vector<int64_t> rows(cm.layers.size(), 0);
   std::vector<std::vector<bool>> any_active(cm.layers.size());
@@ -74,15 +77,16 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     }
   }
 
-  StepState one;
+  std::vector<Tensor> onehot_on;  // per layer [nf, C]
   const int64_t nf = spd.target.n_features;
   if (nf > 0) {
     Batch ob;
     ob.size = nf;
     ob.x = ad::zeros({nf, nf}, spd.target.dtype);
     for (int64_t i = 0; i < nf; ++i) ob.x.set_item(i * nf + i, 0.75);
-    one = spd.prepare(ob, rng);
+    onehot_on = spd.onehot_on(ob, rng);
   }
+  const int64_t group = cm.opt.group;
   for (size_t l = 0; l < cm.layers.size(); ++l) {
     const LayerComponents& L = cm.layers[l];
     LayerEval e;
@@ -91,9 +95,9 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     e.alive = 0;
     for (bool a : any_active[l]) e.alive += a;
     const LayerComponents& own = L.tied_src >= 0 ? cm.layers[(size_t)L.tied_src] : L;  // tied: same norms
-    e.large_norm = large_norm_components(to_mat(own.V), to_mat(own.U));
+    e.large_norm = large_norm_components(to_mat(own.V), to_mat(own.U), 0.1, group);
     if (nf > 0) {
-      e.ci_onehot = to_mat(one.g_lower[l]);
+      e.ci_onehot = to_mat(onehot_on[l]);
       auto it = dense_k.find(L.name);
       e.identity_error = identity_ci_error(e.ci_onehot, &e.order);
       if (it != dense_k.end()) {
@@ -105,8 +109,8 @@ EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, in
     if (nf > 0 && !L.embedding && L.tied_src < 0 && L.d_in == nf) {
       e.has_mmcs = true;
       const Mat W = to_mat(L.W), V = to_mat(L.V), U = to_mat(L.U);
-      e.mm = mmcs_ml2r(W, V, U);
-      e.mm_large_norm = mmcs_ml2r(W, V, U, 0.1);
+      e.mm = mmcs_ml2r(W, V, U, 0, group);
+      e.mm_large_norm = mmcs_ml2r(W, V, U, 0.1, group);
     }
     r.layers.push_back(e);
   }

@@ -1,13 +1,16 @@
-// Evaluation of a trained SPD decomposition: per-layer CI_L0, alive components, identity-CI
-// and dense-k pattern errors on one-hot inputs, TMS MMCS/ML2R, and every loss term on a fresh
-// evaluation batch (METHODS section 5).
+// Evaluation of a trained decomposition (METHODS section 5): per-layer CI_L0, alive components,
+// identity-CI and dense-k pattern errors on one-hot inputs, TMS MMCS/ML2R, and every loss term
+// on a fresh evaluation batch. "CI" is what the method's StepState::g_lower holds: SPD's causal
+// importance; for APD the batch top-k mask (a component is on for an input when top-k keeps
+// it; on one-hot inputs with one component per row, APD::onehot_on), so CI_L0 is the mean
+// number of kept components per example.
 #pragma once
 #include <map>
 #include <string>
 #include <vector>
 
 #include "decomp/metrics.hpp"
-#include "decomp/spd.hpp"
+#include "decomp/decomposition.hpp"
 
 namespace decomp {
 
@@ -26,7 +29,7 @@ struct LayerEval {
   std::vector<int64_t> order;   // permuted column order used for the pattern check
 };
 
-// A cross-layer dense-k group (SPDConfig::dense_k_groups) on one-hot inputs.
+// A cross-layer dense-k group (DecompConfig::dense_k_groups) on one-hot inputs.
 struct GroupEval {
   DenseKGroup group;
   int64_t dense_k_error = 0;
@@ -45,11 +48,11 @@ struct EvalResult {
 // What evaluation reports: every configured term (its own parameters, by label), then each
 // monitor kind of the loss-term table that no configured term is labelled as, with default
 // parameters.
-std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const SPDConfig& cfg);
+std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const DecompConfig& cfg);
 
 // dense_k: layer name -> k of the expected dense-k pattern (others use the identity order);
 // groups: cross-layer dense-k patterns (needs one-hot inputs, i.e. a target with features).
-EvalResult evaluate(const SPD& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {},
+EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {},
                     const std::vector<DenseKGroup>& groups = {});
 
 // The one-hot CI matrices of several layers side by side: [n, C_1 + C_2 + ...].

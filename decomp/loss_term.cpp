@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include "decomp/apd.hpp"
 #include "decomp/masks.hpp"
+#include "decomp/spd.hpp"
 
 namespace decomp {
 
@@ -13,9 +15,20 @@ static std::map<std::string, LossTermKind>& table() {
 
 const std::map<std::string, LossTermKind>& loss_term_table() { return table(); }
 
-LossTermRegistration::LossTermRegistration(const char* kind, bool monitor,
+LossTermRegistration::LossTermRegistration(const char* kind, int methods, bool monitor,
                                            std::function<std::unique_ptr<LossTerm>()> make) {
-  table()[kind] = LossTermKind{kind, monitor, std::move(make)};
+  table()[kind] = LossTermKind{kind, methods, monitor, std::move(make)};
+}
+
+const SPD& TermContext::spd() const {
+  const SPD* s = dynamic_cast<const SPD*>(&dec);
+  if (!s) ad::fail(std::string("loss term: needs an SPD decomposition, this is ") + dec.method_name());
+  return *s;
+}
+const APD& TermContext::apd() const {
+  const APD* a = dynamic_cast<const APD*>(&dec);
+  if (!a) ad::fail(std::string("loss term: needs an APD decomposition, this is ") + dec.method_name());
+  return *a;
 }
 
 std::shared_ptr<LossTerm> make_loss_term(const std::string& kind) {

@@ -2,7 +2,9 @@
 // holding the term's own parameters (read from its config entry) and a function computing its
 // value; each kind registers itself once, in its own file under decomp/losses/, with
 //
-//   PD_LOSS_TERM(stochastic_recon, /*monitor=*/true, [] { return std::make_unique<StochasticReconTerm>(); });
+//   PD_LOSS_TERM(stochastic_recon, kSPD, /*monitor=*/true, [] { return std::make_unique<StochasticReconTerm>(); });
+//
+// where the second argument says which methods the term serves (kSPD, kAPD or both).
 //
 // Training (SPD::total_loss) and evaluation (decomp/evaluate) both read this table: training
 // sums coeff * value over the configured terms; evaluation reports every configured term
@@ -21,18 +23,27 @@
 
 namespace decomp {
 
+class Decomposition;
 class SPD;
+class APD;
 struct Batch;
 struct StepState;
 
+// Bits of the methods a term serves (decomp::Method values).
+inline constexpr int kSPD = 1, kAPD = 2;
+
 // What a term sees at one step: the decomposition, the batch, the step's cached target pass
-// and CI values, the training fraction t / T (for annealed parameters) and the step's rng.
+// and the method's per-step values, the training fraction t / T (for annealed parameters)
+// and the step's rng.
 struct TermContext {
-  const SPD& spd;
+  const Decomposition& dec;
   const Batch& batch;
   const StepState& st;
   double frac;
   ad::Rng& rng;
+  // The decomposition as its method (the table only pairs a term with its methods).
+  const SPD& spd() const;
+  const APD& apd() const;
 };
 
 struct LossTerm {
@@ -49,7 +60,8 @@ struct LossTerm {
 
 struct LossTermKind {
   std::string kind;
-  bool monitor = false;  // reported by every evaluation, configured or not
+  int methods = 0;       // kSPD | kAPD
+  bool monitor = false;  // reported by every evaluation of its methods, configured or not
   std::function<std::unique_ptr<LossTerm>()> make;
 };
 
@@ -65,10 +77,10 @@ enum class Routing : int;
 Routing read_routing(models::ConfigSection& s, Routing def);
 
 struct LossTermRegistration {
-  LossTermRegistration(const char* kind, bool monitor, std::function<std::unique_ptr<LossTerm>()> make);
+  LossTermRegistration(const char* kind, int methods, bool monitor, std::function<std::unique_ptr<LossTerm>()> make);
 };
 
 }  // namespace decomp
 
-#define PD_LOSS_TERM(kind, monitor, make) \
-  static ::decomp::LossTermRegistration pd_loss_term_registration_##kind(#kind, monitor, make)
+#define PD_LOSS_TERM(kind, methods, monitor, make) \
+  static ::decomp::LossTermRegistration pd_loss_term_registration_##kind(#kind, methods, monitor, make)

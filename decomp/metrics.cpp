@@ -113,15 +113,27 @@ int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order) {
   return err;
 }
 
-// large[c]: ||u_c v_c^T||_F = ||V[:, c]|| ||U[c, :]|| > rel * max_c' of the same (and max > 0)
-static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel) {
-  std::vector<double> norm((size_t)V.cols, 0.0);
+void component_row(const Mat& V, const Mat& U, int64_t c, int64_t m, int64_t j, std::vector<double>& row) {
+  row.assign((size_t)U.cols, 0.0);
+  for (int64_t k = c * m; k < (c + 1) * m; ++k) {
+    const double v = V(j, k);
+    if (v == 0) continue;
+    for (int64_t o = 0; o < U.cols; ++o) row[(size_t)o] += v * U(k, o);
+  }
+}
+
+// large[c]: ||P_c||_F > rel * max_c' of the same (and max > 0). m = 1: ||V[:, c]|| ||U[c, :]||.
+static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel, int64_t m) {
+  const int64_t C = V.cols / m;
+  std::vector<double> norm((size_t)C, 0.0), row;
   double largest = 0;
-  for (int64_t c = 0; c < V.cols; ++c) {
-    double v2 = 0, u2 = 0;
-    for (int64_t i = 0; i < V.rows; ++i) v2 += V(i, c) * V(i, c);
-    for (int64_t j = 0; j < U.cols; ++j) u2 += U(c, j) * U(c, j);
-    norm[(size_t)c] = std::sqrt(v2 * u2);
+  for (int64_t c = 0; c < C; ++c) {
+    double n2 = 0;
+    for (int64_t j = 0; j < V.rows; ++j) {
+      component_row(V, U, c, m, j, row);
+      for (double x : row) n2 += x * x;
+    }
+    norm[(size_t)c] = std::sqrt(n2);
     largest = std::max(largest, norm[(size_t)c]);
   }
   std::vector<bool> large(norm.size());
@@ -129,9 +141,15 @@ static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel)
   return large;
 }
 
-int64_t large_norm_components(const Mat& V, const Mat& U, double rel) {
-  if (V.cols != U.rows) ad::fail("large_norm_components: V [d_in, C] and U [C, d_out] disagree on C");
-  const std::vector<bool> large = large_norm_mask(V, U, rel);
+static void check_group(const char* what, const Mat& V, const Mat& U, int64_t m) {
+  if (V.cols != U.rows) ad::fail(std::string(what) + ": V [d_in, C] and U [C, d_out] disagree on C");
+  if (m < 1 || V.cols % m != 0)
+    ad::fail(std::string(what) + ": " + std::to_string(V.cols) + " columns do not split into components of " + std::to_string(m));
+}
+
+int64_t large_norm_components(const Mat& V, const Mat& U, double rel, int64_t m) {
+  check_group("large_norm_components", V, U, m);
+  const std::vector<bool> large = large_norm_mask(V, U, rel, m);
   return (int64_t)std::count(large.begin(), large.end(), true);
 }
 
@@ -174,12 +192,15 @@ BlockCoverage dense_k_block_coverage(const Mat& ci, int64_t k, double threshold)
   return r;
 }
 
-MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm) {
-  const int64_t d_out = W.rows, d_in = W.cols, C = V.cols;
-  if (V.rows != d_in || U.rows != C || U.cols != d_out)
+MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm, int64_t m) {
+  const int64_t d_out = W.rows, d_in = W.cols;
+  if (V.rows != d_in || U.rows != V.cols || U.cols != d_out)
     ad::fail("mmcs_ml2r: shapes do not match (W [d_out, d_in], V [d_in, C], U [C, d_out])");
-  const std::vector<bool> candidate = min_rel_norm > 0 ? large_norm_mask(V, U, min_rel_norm) : std::vector<bool>(C, true);
+  check_group("mmcs_ml2r", V, U, m);
+  const int64_t C = V.cols / m;
+  const std::vector<bool> candidate = min_rel_norm > 0 ? large_norm_mask(V, U, min_rel_norm, m) : std::vector<bool>(C, true);
   MMCSResult r;
+  std::vector<double> pv;
   for (int64_t j = 0; j < d_in; ++j) {
     double wn = 0;
     for (int64_t o = 0; o < d_out; ++o) wn += W(o, j) * W(o, j);
@@ -188,13 +209,9 @@ MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_no
     int64_t best_c = -1;
     for (int64_t c = 0; c < C; ++c) {
       if (!candidate[(size_t)c]) continue;
-      // P_c[:, j] = u_c * v_c[j]
+      component_row(V, U, c, m, j, pv);  // P_c's column j in W's orientation
       double dot = 0, pn = 0;
-      for (int64_t o = 0; o < d_out; ++o) {
-        const double pv = U(c, o) * V(j, c);
-        dot += pv * W(o, j);
-        pn += pv * pv;
-      }
+      for (int64_t o = 0; o < d_out; ++o) dot += pv[(size_t)o] * W(o, j), pn += pv[(size_t)o] * pv[(size_t)o];
       pn = std::sqrt(pn);
       const double cs = (pn > 0 && wn > 0) ? dot / (pn * wn) : 0;
       if (cs > best) best = cs, best_c = c, best_norm = pn;

@@ -28,7 +28,9 @@ int64_t alive_components(const Mat& ci, double threshold);
 // Subcomponents whose weight norm ||u_c v_c^T||_F = ||V[:, c]|| ||U[c, :]|| exceeds
 // rel * max_c' of the same (the paper counts "subcomponents with non-negligible norm", e.g.
 // n_hidden of them in the TMS identity layer). V: [d_in, C], U: [C, d_out].
-int64_t large_norm_components(const Mat& V, const Mat& U, double rel = 0.1);
+// m > 1: component c is the columns [c m, (c + 1) m) (APD's rank-m components), its norm
+// ||V_c U_c||_F.
+int64_t large_norm_components(const Mat& V, const Mat& U, double rel = 0.1, int64_t m = 1);
 
 // Identity pattern: ci [n, C] from one-hot inputs (row i = feature i). Columns permuted by
 // Hungarian matching to maximise the diagonal; errors = diagonal entries < 0.9 plus
@@ -50,6 +52,11 @@ struct BlockCoverage {
 };
 BlockCoverage dense_k_block_coverage(const Mat& ci, int64_t k, double threshold);
 
+// Component c is the columns [c m, (c + 1) m) of V [d_in, C m] and rows of U [C m, d_out]:
+// P_c = V_c U_c [d_in, d_out] (m = 1: u_c v_c^T transposed). Row j of P_c, i.e. the component's
+// part of the target's column j (feature j), into `row` [d_out].
+void component_row(const Mat& V, const Mat& U, int64_t c, int64_t m, int64_t j, std::vector<double>& row);
+
 // TMS MMCS / ML2R. W: [d_out, d_in] target; V: [d_in, C], U: [C, d_out]; P_c = u_c v_c^T.
 // For target column j: MMCS_j = max_c cos(P_c[:, j], W[:, j]), ML2R_j = ||P_best[:, j]|| / ||W[:, j]||.
 // min_rel_norm > 0 restricts the max to subcomponents with ||u_c v_c^T|| > min_rel_norm * max_c'
@@ -61,6 +68,7 @@ struct MMCSResult {
   std::vector<double> cos_per_col, ratio_per_col;
   std::vector<int64_t> best_c;
 };
-MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm = 0);
+// m > 1: P_c = V_c U_c over the component's m columns (APD).
+MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_norm = 0, int64_t m = 1);
 
 }  // namespace decomp

@@ -1,7 +1,8 @@
-// Training a decomposition on the one training loop (autodiff/train_loop.hpp): the optional
+// Training a decomposition (any method) on the one training loop (autodiff/train_loop.hpp): the optional
 // faithfulness warmup (METHODS 3.4: AdamW on U, V towards W), then AdamW (weight decay 0 by
 // default, i.e. Adam) over the components and CI functions with the configured schedule and
-// per-group clipping (METHODS 3.5). Step t's batch and masks come from
+// per-group clipping (METHODS 3.5). Each step starts with dec.before_step(); dec.after_backward()
+// runs between backward and the optimiser step. Step t's batch and masks come from
 // Rng(step_seed(cfg.seed, t, kDecomposeStream)).
 #pragma once
 #include <functional>
@@ -11,7 +12,7 @@
 
 #include "autodiff/optim.hpp"
 #include "autodiff/train_loop.hpp"
-#include "decomp/spd.hpp"
+#include "decomp/decomposition.hpp"
 
 namespace decomp {
 
@@ -33,11 +34,11 @@ struct TrainHooks {
 // Faithfulness warmup (if configured and start_step = 0), then cfg.train.steps of training.
 // `log` may be null. progress(steps_done, row) is called at log rows. Returns the number of
 // steps taken in total (< cfg.train.steps only when hooks->stop_after stopped it).
-int64_t train_spd(SPD& spd, TrainLog* log,
+int64_t train_decomposition(Decomposition& dec, TrainLog* log,
                   const std::function<void(int64_t, const std::map<std::string, double>&)>& progress = {},
                   const TrainHooks* hooks = nullptr);
 
 // The faithfulness warmup alone (METHODS 3.4): faith_warmup_steps of AdamW on U, V.
-void faithfulness_warmup(SPD& spd);
+void faithfulness_warmup(Decomposition& dec);
 
 }  // namespace decomp

@@ -64,7 +64,7 @@ static void plot_ci_matrix(const std::string& base, const std::string& name, con
   plot(base, "pngcairo size " + std::to_string(w) + "," + std::to_string(h), gp.str());
 }
 
-void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
+void write_plots(const decomp::Decomposition& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
                  const std::string& dir) {
   // ---- loss curves (none for a re-evaluation, which has no training log)
   if (!log.steps.empty()) {
@@ -87,7 +87,7 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     std::ostringstream gp;
     // Key below the axes: beside them it took half the width and the step labels ran together.
     gp << "set datafile separator ','\nset logscale y\nset format y '%.0e'\nset key below maxrows 3\nset xlabel 'step'\n"
-       << "set ylabel 'loss term (unweighted)'\nset title " << pd::gnuplot_quote("SPD loss terms: " + spd.target.name)
+       << "set ylabel 'loss term (unweighted)'\nset title " << pd::gnuplot_quote(std::string(spd.method_name()) + " loss terms: " + spd.target.name)
        << "\nplot ";
     for (size_t k = 0; k < cols.size(); ++k)
       gp << (k ? ", " : "") << pd::gnuplot_quote(dir + "/loss_curves.csv") << " using 1:" << k + 2
@@ -109,13 +109,15 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     const decomp::LayerComponents& L = spd.cm.layers[spd.cm.index_of(e.name)];
     decomp::Mat W = decomp::to_mat(L.W), V = decomp::to_mat(L.V), U = decomp::to_mat(L.U);
     const std::string base = dir + "/tms_directions";
+    const int64_t m = spd.cm.opt.group;  // columns per component (APD's rank)
+    std::vector<double> p;               // P_c[:, j]
     std::ostringstream dat, gp;
     std::string terminal;
     if (L.d_out == 2) {
       // per feature j: target column W[:, j] and the best subcomponent's P_c[:, j] = u_c v_c[j]
       for (int64_t j = 0; j < L.d_in; ++j) {
-        const int64_t c = e.mm.best_c[j];
-        dat << W(0, j) << " " << W(1, j) << " " << U(c, 0) * V(j, c) << " " << U(c, 1) * V(j, c) << " " << j << "\n";
+        decomp::component_row(V, U, e.mm.best_c[j], m, j, p);
+        dat << W(0, j) << " " << W(1, j) << " " << p[0] << " " << p[1] << " " << j << "\n";
       }
       ad::write_file_atomic(base + ".dat", dat.str());
       terminal = "pngcairo size 900,900";
@@ -129,11 +131,10 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
     } else {
       // cos(W[:, j], P_c[:, j]) for every feature j and every subcomponent c
       for (int64_t j = 0; j < L.d_in; ++j) {
-        for (int64_t c = 0; c < L.C; ++c) {
+        for (int64_t c = 0; c < L.C / m; ++c) {
+          decomp::component_row(V, U, c, m, j, p);
           double dot = 0, pn = 0, wn = 0;
-          for (int64_t o = 0; o < L.d_out; ++o) {
-            dot += U(c, o) * V(j, c) * W(o, j), pn += U(c, o) * U(c, o) * V(j, c) * V(j, c), wn += W(o, j) * W(o, j);
-          }
+          for (int64_t o = 0; o < L.d_out; ++o) dot += p[o] * W(o, j), pn += p[o] * p[o], wn += W(o, j) * W(o, j);
           dat << (c ? " " : "") << (pn > 0 && wn > 0 ? dot / std::sqrt(pn * wn) : 0.0);
         }
         dat << "\n";
@@ -150,9 +151,9 @@ void write_plots(const decomp::SPD& spd, const decomp::EvalResult& ev, const dec
   }
 }
 
-std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, double wall_s) {
+std::string result_table(const decomp::Decomposition& spd, const decomp::EvalResult& ev, double wall_s) {
   std::ostringstream o;
-  o << "SPD decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps
+  o << (spd.cfg.method == decomp::Method::apd ? "APD" : "SPD") << " decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps
     << " steps, batch " << spd.cfg.train.batch_size << ")\n";
   o << std::left << std::setw(20) << "layer" << std::right << std::setw(6) << "C" << std::setw(7) << "alive"
     << std::setw(8) << "norm>.1" << std::setw(9) << "CI_L0" << std::setw(9) << "id-err" << std::setw(12)
@@ -160,7 +161,7 @@ std::string result_table(const decomp::SPD& spd, const decomp::EvalResult& ev, d
     << "MMCS" << std::setw(9) << "ML2R" << "\n";
   for (const decomp::LayerEval& e : ev.layers) {
     o << std::left << std::setw(20) << e.name << std::right << std::setw(6)
-      << spd.cm.layers[spd.cm.index_of(e.name)].C << std::setw(7) << e.alive << std::setw(8) << e.large_norm
+      << spd.cm.components() << std::setw(7) << e.alive << std::setw(8) << e.large_norm
       << std::setw(9) << std::fixed
       << std::setprecision(3) << e.ci_l0 << std::setw(9);
     // A layer expected to be dense-k has no identity pattern to miss; metrics.json keeps the number.

@@ -56,7 +56,7 @@ std::string stem(const std::string& path) {
 }
 
 // The evaluation batch's randomness: one stream per run, apart from training's.
-uint64_t eval_seed(const decomp::SPDConfig& sc) { return sc.seed + 1000003; }
+uint64_t eval_seed(const decomp::DecompConfig& sc) { return sc.seed + 1000003; }
 
 json read_config(const DecomposeOptions& o) {
   json cfg = models::read_json_file(o.config_path);
@@ -69,22 +69,22 @@ json read_config(const DecomposeOptions& o) {
 // A config, its target and a freshly initialised decomposition of it.
 struct Run {
   json cfg;
-  decomp::SPDConfig sc;
+  decomp::DecompConfig sc;
   decomp::LoadedTarget lt;
   std::string fingerprint;  // of the target's weights
-  std::unique_ptr<decomp::SPD> spd;
+  std::unique_ptr<decomp::Decomposition> spd;
   decomp::TrainLog log;
 };
 
 std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const std::string& out_dir, bool quiet) {
   auto r = std::make_unique<Run>();
   r->cfg = std::move(cfg);
-  r->sc = decomp::parse_spd_config(r->cfg, config_path);
+  r->sc = decomp::parse_decomp_config(r->cfg, config_path);
   std::filesystem::create_directories(out_dir);
   r->lt = decomp::load_target(r->cfg, config_path, out_dir + "/target", ad::DType::f32, quiet);
   r->fingerprint = decomp::target_fingerprint(*r->lt.model);
   ad::Rng init_rng(r->sc.seed);  // initial components and CI functions
-  r->spd = std::make_unique<decomp::SPD>(r->lt.target, r->sc, init_rng);
+  r->spd = decomp::make_decomposition(r->lt.target, r->sc, init_rng);
   return r;
 }
 
@@ -133,7 +133,7 @@ int run_decomposition(const DecomposeOptions& o) {
   }
   if (out_dir.empty()) out_dir = "runs/" + stem(o.config_path);
   std::unique_ptr<Run> r = open_run(cfg, o.config_path, out_dir, o.quiet);
-  decomp::SPD& spd = *r->spd;
+  decomp::Decomposition& spd = *r->spd;
   decomp::TrainHooks hooks;
   double wall_before = 0;  // wall time of the run's earlier parts
   if (!o.resume.empty()) {
@@ -154,7 +154,7 @@ int run_decomposition(const DecomposeOptions& o) {
     decomp::save_spd_checkpoint(ckpt_path, spd, opt, l, next_step, wall_now(), r->cfg, r->lt.checkpoint, r->fingerprint);
   };
   const int64_t total = r->sc.train.steps;
-  const int64_t done = decomp::train_spd(spd, &r->log, [&](int64_t step, const std::map<std::string, double>& v) {
+  const int64_t done = decomp::train_decomposition(spd, &r->log, [&](int64_t step, const std::map<std::string, double>& v) {
     if (!o.quiet) print_progress(step, total, v);
   }, &hooks);
   if (done < total) {
@@ -190,7 +190,7 @@ int evaluate_saved_decomposition(const DecomposeOptions& o) {
   } else {
     auto it = file.metadata.find("spd_config");
     if (it == file.metadata.end())
-      ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor an SPD checkpoint");
+      ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor a decomposition checkpoint");
     ad::check_json_depth(it->second, o.evaluate + ": metadata spd_config");
     try {
       made_with = json::parse(it->second);

@@ -48,6 +48,8 @@ AUDIT_CASE("unary ops") {
   CHECK_GRADIENTS([](const In& v) { return ad::mul_scalar(v[0], -1.3); }, In({x}));
   CHECK_GRADIENTS([](const In& v) { return ad::pow(v[0], 2.5); }, In({pos}));
   CHECK_GRADIENTS([](const In& v) { return ad::pow(v[0], 3.0); }, In({x}));
+  CHECK_GRADIENTS([](const In& v) { return ad::pow(v[0], 0.5); }, In({pos}));   // the sqrt path
+  CHECK_GRADIENTS([](const In& v) { return ad::pow(v[0], 0.45); }, In({pos}));  // APD Schatten p = 0.9
   CHECK_GRADIENTS([](const In& v) { return ad::clamp(v[0], -0.5, 0.8); }, In({x}));
   // reuse: f(x) * x
   CHECK_GRADIENTS([](const In& v) { return ad::mul(ad::gelu_erf(v[0]), v[0]); }, In({x}));

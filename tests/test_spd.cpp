@@ -45,12 +45,12 @@ struct OneLinear {
   }
 };
 
-decomp::SPDConfig small_config(const std::string& ci = "mlp", bool delta = true) {
+decomp::DecompConfig small_config(const std::string& ci = "mlp", bool delta = true) {
   nlohmann::json j = {{"C", 2},
                       {"ci_fn", {{"type", ci}, {"hidden", {3}}}},
                       {"delta", delta},
                       {"losses", {{{"name", "stochastic_recon"}, {"coeff", 1}}}}};
-  return decomp::parse_spd_config(j, "test");
+  return decomp::parse_decomp_config(j, "test");
 }
 
 void set(Tensor& t, const std::vector<double>& v) {
@@ -346,7 +346,7 @@ TEST_CASE("spd: gradient audit of every loss term and CI function type (float64,
           j["losses"][0]["pgd_steps"] = 2, j["losses"][0]["pgd_step_size"] = 0.3;
           j["losses"][0]["pgd_scope"] = std::string(term) == "pgd_recon" ? "per_example" : "shared";
         }
-        decomp::SPDConfig cfg = decomp::parse_spd_config(j, "audit");
+        decomp::DecompConfig cfg = decomp::parse_decomp_config(j, "audit");
         ad::Rng rng(2);
         decomp::SPD spd(t, cfg, rng);
         ad::Rng data_rng(9);
@@ -379,7 +379,7 @@ TEST_CASE("spd: mask and routing statistics") {
   decomp::Target t = tms.target();
   nlohmann::json j = {{"C", 4}, {"losses", {{{"name", "stochastic_recon"}, {"coeff", 1}}}}};
   ad::Rng init(1);
-  decomp::SPD spd(t, decomp::parse_spd_config(j, "t"), init);
+  decomp::SPD spd(t, decomp::parse_decomp_config(j, "t"), init);
   decomp::StepState st;
   const int64_t B = 20000;
   for (int l = 0; l < 3; ++l) st.g_lower.push_back(ad::full({B, 4}, 0.3, ad::DType::f64));
@@ -544,7 +544,7 @@ TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices"
     "C": 4, "losses": [{"name": "stochastic_recon", "coeff": 1}], "eval_batch": 64,
     "dense_k_groups": [{"name": "hidden and out", "layers": ["hidden_layers.0", "linear2"], "k": 3}]
   })");
-  decomp::SPDConfig cfg = decomp::parse_spd_config(cj, "groups.json");
+  decomp::DecompConfig cfg = decomp::parse_decomp_config(cj, "groups.json");
   REQUIRE(cfg.dense_k_groups.size() == 1);
   ad::Rng rng(5);
   decomp::SPD spd(tgt, cfg, rng);
@@ -561,38 +561,38 @@ TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices"
   decomp::DenseKGroup bad{"typo group", {"linear1", "linear3"}, 2};
   CHECK_THROWS_WITH(decomp::evaluate(spd, eval_rng, {}, {bad}), doctest::Contains("typo group': no decomposed layer 'linear3'"));
   cj["dense_k_groups"][0].erase("k");
-  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].k: required key is missing"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].k: required key is missing"));
   cj["dense_k_groups"][0]["k"] = 2;
   cj["dense_k_groups"][0]["layer"] = {"linear1"};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].layer: unknown key"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].layer: unknown key"));
 }
 
 TEST_CASE("spd: config errors name the file and field") {
   nlohmann::json j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"coef", 1}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"),
                     doctest::Contains("cfg.json: losses[0].coef: is not a key of loss term 'stochastic_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "stochastic"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"),
                     doctest::Contains("cfg.json: losses[0].name: unknown loss term 'stochastic'"));
   j = {{"C", 2}, {"ci_fn", {{"type", "mlp"}, {"hidden", {4, 4}}}}, {"losses", {{{"name", "faithfulness"}}}}};
   OneLinear m;
   decomp::Target t = m.target();
   ad::Rng rng(1);
-  CHECK_THROWS_WITH(decomp::SPD(t, decomp::parse_spd_config(j, "c"), rng), doctest::Contains("exactly one hidden layer"));
+  CHECK_THROWS_WITH(decomp::SPD(t, decomp::parse_decomp_config(j, "c"), rng), doctest::Contains("exactly one hidden layer"));
   // sign-PGD fields: only on pgd_recon terms, and checked
   j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}, {"pgd_steps", 2}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"),
                     doctest::Contains("cfg.json: losses[0].pgd_steps: is not a key of loss term 'stochastic_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon_subset"}, {"pgd_init", "random"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("losses[0].pgd_init: must be uniform, ones or zeros"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"), doctest::Contains("losses[0].pgd_init: must be uniform, ones or zeros"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"pgd_scope", "batch"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_scope: must be shared or per_example"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"), doctest::Contains("pgd_scope: must be shared or per_example"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"pgd_step_size", 0}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("pgd_step_size: must be > 0"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"), doctest::Contains("pgd_step_size: must be > 0"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"routing", "layerwise"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("routing all, uniform_k or static_p"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"), doctest::Contains("routing all, uniform_k or static_p"));
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon_subset"}, {"pgd_steps", 3}}}}};
-  const decomp::SPDConfig ok = decomp::parse_spd_config(j, "cfg.json");
+  const decomp::DecompConfig ok = decomp::parse_decomp_config(j, "cfg.json");
   const nlohmann::json okp = ok.losses[0]->params();
   CHECK(okp["routing"] == "uniform_k");
   CHECK(okp["pgd_steps"] == 3);
@@ -600,30 +600,30 @@ TEST_CASE("spd: config errors name the file and field") {
   CHECK(okp["pgd_scope"] == "shared");
   // A field the term would ignore is refused, naming the term.
   j = {{"C", 2}, {"losses", {{{"name", "pgd_recon"}, {"n_mask_samples", 4}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"),
                     doctest::Contains("losses[0].n_mask_samples: is not a key of loss term 'pgd_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "faithfulness"}, {"p", 1}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("losses[0].p: is not a key of loss term 'faithfulness'"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"), doctest::Contains("losses[0].p: is not a key of loss term 'faithfulness'"));
   j = {{"C", 2}, {"losses", {{{"name", "ci_masked_recon"}, {"routing", "all"}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"), doctest::Contains("routing: is not a key of loss term 'ci_masked_recon'"));
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"), doctest::Contains("routing: is not a key of loss term 'ci_masked_recon'"));
   j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon_layerwise"}, {"route_p", 0.5}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"),
                     doctest::Contains("route_p: is not a key of loss term 'stochastic_recon_layerwise'"));
   j = {{"C", 2},
        {"losses",
         {{{"name", "stochastic_recon_layerwise"}, {"n_mask_samples", 2}},
          {{"name", "stochastic_recon"}, {"routing", "static_p"}, {"route_p", 0.5}},
          {{"name", "importance_minimality"}, {"p", 1}, {"p_final", 0.5}, {"beta", 2}}}}};
-  const decomp::SPDConfig fields = decomp::parse_spd_config(j, "cfg.json");
+  const decomp::DecompConfig fields = decomp::parse_decomp_config(j, "cfg.json");
   CHECK(fields.losses[0]->params()["n_mask_samples"] == 2);
   CHECK(fields.losses[1]->params()["routing"] == "static_p");
   CHECK(fields.losses[2]->params()["beta"] == 2);
   // A kind configured twice needs distinct labels; metrics and logs use the labels.
   j = {{"C", 2}, {"losses", {{{"name", "stochastic_recon"}}, {{"name", "stochastic_recon"}, {"n_mask_samples", 2}}}}};
-  CHECK_THROWS_WITH(decomp::parse_spd_config(j, "cfg.json"),
+  CHECK_THROWS_WITH(decomp::parse_decomp_config(j, "cfg.json"),
                     doctest::Contains("losses[1].label: 'stochastic_recon' names two terms"));
   j["losses"][1]["label"] = "stochastic_recon_x2";
-  const decomp::SPDConfig twice = decomp::parse_spd_config(j, "cfg.json");
+  const decomp::DecompConfig twice = decomp::parse_decomp_config(j, "cfg.json");
   CHECK(twice.losses[1]->label == "stochastic_recon_x2");
   CHECK(twice.losses[1]->kind == "stochastic_recon");
 }
@@ -642,7 +642,7 @@ TEST_CASE("spd: evaluation reports a configured term with its own parameters, an
                        {{{"name", "stochastic_recon"}, {"routing", "static_p"}, {"route_p", 0.0}},
                         {{"name", "stochastic_recon"}, {"label", "stochastic_recon_all"}, {"n_mask_samples", 2}},
                         {{"name", "ci_masked_recon"}, {"coeff", 0}}}}};
-  const decomp::SPDConfig cfg = decomp::parse_spd_config(j, "eval.json");
+  const decomp::DecompConfig cfg = decomp::parse_decomp_config(j, "eval.json");
   ad::Rng init(4);
   decomp::SPD spd(t, cfg, init);
   ad::Rng eval_rng(6);
@@ -661,7 +661,7 @@ TEST_CASE("spd: evaluation reports a configured term with its own parameters, an
 TEST_CASE("spd: a non-finite loss stops training with the step, the term values and the first bad op") {
   OneLinear m;
   decomp::Target t = m.target();
-  decomp::SPDConfig cfg = small_config();
+  decomp::DecompConfig cfg = small_config();
   cfg.train.steps = 5;
   ad::Rng init(2);
   decomp::SPD spd(t, cfg, init);
@@ -669,8 +669,8 @@ TEST_CASE("spd: a non-finite loss stops training with the step, the term values 
   Tensor V = spd.cm.layers[0].V;
   V.set_item(1, std::nan(""));
   try {
-    decomp::train_spd(spd, nullptr);
-    FAIL("train_spd did not stop");
+    decomp::train_decomposition(spd, nullptr);
+    FAIL("train_decomposition did not stop");
   } catch (const ad::Error& e) {
     const std::string msg = e.what();
     CHECK(msg.find("not finite at step 0") != std::string::npos);
@@ -689,7 +689,7 @@ TEST_CASE("spd: result table prints '-' for the identity error of a dense-k laye
     "C": 4, "losses": [{"name": "stochastic_recon", "coeff": 1}], "eval_batch": 64,
     "dense_k": {"hidden_layers.0": 3}
   })");
-  decomp::SPDConfig cfg = decomp::parse_spd_config(cj, "table.json");
+  decomp::DecompConfig cfg = decomp::parse_decomp_config(cj, "table.json");
   ad::Rng rng(5);
   decomp::SPD spd(tgt, cfg, rng);
   ad::Rng eval_rng(9);
@@ -737,9 +737,10 @@ TEST_CASE("configs: every shipped run and decomposition config parses") {
       if (e.path().extension() != ".json") continue;
       const std::string path = e.path().string(), name = e.path().filename().string();
       INFO(path);
-      if (name.rfind("spd_", 0) == 0) CHECK_NOTHROW(decomp::parse_spd_config(models::read_json_file(path), path));
+      if (name.rfind("spd_", 0) == 0 || name.rfind("apd_", 0) == 0)
+        CHECK_NOTHROW(decomp::parse_decomp_config(models::read_json_file(path), path));
       else CHECK_NOTHROW(models::load_run_config(path));
       ++n;
     }
-  CHECK(n >= 20);
+  CHECK(n >= 25);
 }

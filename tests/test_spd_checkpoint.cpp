@@ -27,12 +27,12 @@ TEST_CASE("spd: stop + checkpoint file + resume gives the same bits as an uninte
   spd_test::TinyTMS tms(5, 2, true, ad::DType::f32);
   decomp::Target tgt = tms.target();
   const nlohmann::json j = tiny_config();
-  const decomp::SPDConfig cfg = decomp::parse_spd_config(j, "test config");
+  const decomp::DecompConfig cfg = decomp::parse_decomp_config(j, "test config");
   // uninterrupted
   ad::Rng rng_a(cfg.seed);
   decomp::SPD a(tgt, cfg, rng_a);
   decomp::TrainLog log_a;
-  CHECK(decomp::train_spd(a, &log_a) == 30);
+  CHECK(decomp::train_decomposition(a, &log_a) == 30);
   // stopped after 13 steps (not a log step), checkpoint written to a file
   const std::string path = (std::filesystem::temp_directory_path() / "pd_test_spd_checkpoint.safetensors").string();
   {
@@ -46,7 +46,7 @@ TEST_CASE("spd: stop + checkpoint file + resume gives the same bits as an uninte
       ++saves;
       decomp::save_spd_checkpoint(path, b, opt, l, next, 1.5, j, "tiny", "0123456789abcdef");
     };
-    CHECK(decomp::train_spd(b, &log_b, {}, &hooks) == 13);
+    CHECK(decomp::train_decomposition(b, &log_b, {}, &hooks) == 13);
     CHECK(saves == 1);
   }
   // a fresh process: new SPD with other initial values, everything restored from the file
@@ -62,7 +62,7 @@ TEST_CASE("spd: stop + checkpoint file + resume gives the same bits as an uninte
   decomp::TrainHooks hooks;
   hooks.start_step = ck.file.step;
   hooks.restore_optimizer = [&](ad::Optimizer& opt) { decomp::restore_optimizer(ck, opt); };
-  CHECK(decomp::train_spd(c, &log_c, {}, &hooks) == 30);
+  CHECK(decomp::train_decomposition(c, &log_c, {}, &hooks) == 30);
   const std::vector<ad::Tensor> pa = a.all_params(), pc = c.all_params();
   REQUIRE(pa.size() == pc.size());
   for (size_t i = 0; i < pa.size(); ++i) {
@@ -94,7 +94,7 @@ TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get
   // valid metadata but the run's tensors are missing
   spd_test::TinyTMS tms(5, 2, false, ad::DType::f32);
   decomp::Target tgt = tms.target();
-  const decomp::SPDConfig cfg = decomp::parse_spd_config(tiny_config(), "test config");
+  const decomp::DecompConfig cfg = decomp::parse_decomp_config(tiny_config(), "test config");
   ad::Rng rng(1);
   decomp::SPD spd(tgt, cfg, rng);
   ad::save_safetensors(path, {{"x", ad::zeros({2})}},
@@ -106,22 +106,22 @@ TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get
 }
 
 TEST_CASE("spd: faithfulness warmup fits sum_c U V to W before training and leaves the CI functions alone") {
-  // Steps 0: train_spd runs only the warmup (AdamW on U, V towards W, METHODS 3.4).
+  // Steps 0: train_decomposition runs only the warmup (AdamW on U, V towards W, METHODS 3.4).
   spd_test::TinyTMS tms(5, 2, true, ad::DType::f32);
   decomp::Target tgt = tms.target();
   nlohmann::json j = tiny_config();
   j["train"]["steps"] = 0;
   j["train"]["faith_warmup_steps"] = 0;
-  const decomp::SPDConfig no_warm = decomp::parse_spd_config(j, "test config");
+  const decomp::DecompConfig no_warm = decomp::parse_decomp_config(j, "test config");
   j["train"]["faith_warmup_steps"] = 200;
   j["train"]["faith_warmup_lr"] = 0.01;
   j["train"]["faith_warmup_wd"] = 0.0;
-  const decomp::SPDConfig warm = decomp::parse_spd_config(j, "test config");
+  const decomp::DecompConfig warm = decomp::parse_decomp_config(j, "test config");
   ad::Rng rng_a(no_warm.seed), rng_b(warm.seed);  // initial values
   decomp::SPD a(tgt, no_warm, rng_a), b(tgt, warm, rng_b);
   const std::vector<double> ci_before = b.cm.ci_params()[0].to_vector();
-  CHECK(decomp::train_spd(a, nullptr) == 0);
-  CHECK(decomp::train_spd(b, nullptr) == 0);
+  CHECK(decomp::train_decomposition(a, nullptr) == 0);
+  CHECK(decomp::train_decomposition(b, nullptr) == 0);
   const double f_init = decomp::faithfulness(a.cm).item(), f_warm = decomp::faithfulness(b.cm).item();
   MESSAGE("faithfulness: initial " << f_init << ", after 200 warmup steps " << f_warm);
   CHECK(f_init > 0.01);

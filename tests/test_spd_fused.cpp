@@ -149,7 +149,7 @@ TEST_CASE("spd: reusing the cached target pass changes neither losses nor gradie
                                "pgd_recon", "pgd_recon_subset", "ci_masked_recon", "unmasked_recon"}) {
         nlohmann::json j = {{"C", 4}, {"delta", delta}, {"losses", {{{"name", term}, {"coeff", 1}}}}};
         ad::Rng init(3);
-        decomp::SPD spd(*t, decomp::parse_spd_config(j, "reuse test"), init);
+        decomp::SPD spd(*t, decomp::parse_decomp_config(j, "reuse test"), init);
         ad::Rng data(8);
         decomp::Batch b = t->sample(7, data);
         std::vector<Tensor> params = spd.all_params();

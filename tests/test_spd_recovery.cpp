@@ -21,12 +21,12 @@ TEST_CASE("spd: TMS 5-2 decomposition recovers the five features (slow-ish, ~ten
                {"name": "stochastic_recon_layerwise", "coeff": 1}],
     "train": {"steps": 1500, "batch_size": 1024, "lr": 3e-3, "schedule": "cosine", "log_every": 250}
   })");
-  decomp::SPDConfig cfg = decomp::parse_spd_config(j, "test config");
+  decomp::DecompConfig cfg = decomp::parse_decomp_config(j, "test config");
   ad::Rng rng(cfg.seed);
   decomp::SPD spd(tgt, cfg, rng);
   auto t0 = std::chrono::steady_clock::now();
   decomp::TrainLog log;
-  decomp::train_spd(spd, &log);
+  decomp::train_decomposition(spd, &log);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   decomp::EvalResult ev = decomp::evaluate(spd, rng);
   MESSAGE("TMS 5-2 SPD: " << secs << " s, MMCS " << ev.layers[0].mm.mmcs << " ML2R " << ev.layers[0].mm.ml2r

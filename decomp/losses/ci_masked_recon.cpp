@@ -14,10 +14,10 @@ Tensor ci_masked_recon(const SPD& spd, const Batch& b, const StepState& st) {
 
 namespace {
 struct CIMaskedReconTerm : LossTerm {
-  Tensor value(const TermContext& c) const override { return ci_masked_recon(c.spd, c.batch, c.st); }
+  Tensor value(const TermContext& c) const override { return ci_masked_recon(c.spd(), c.batch, c.st); }
 };
 }  // namespace
 
-PD_LOSS_TERM(ci_masked_recon, true, [] { return std::make_unique<CIMaskedReconTerm>(); });
+PD_LOSS_TERM(ci_masked_recon, kSPD, true, [] { return std::make_unique<CIMaskedReconTerm>(); });
 
 }  // namespace decomp

@@ -20,10 +20,10 @@ Tensor faithfulness(const ComponentModel& cm) {
 
 namespace {
 struct FaithfulnessTerm : LossTerm {
-  Tensor value(const TermContext& c) const override { return faithfulness(c.spd.cm); }
+  Tensor value(const TermContext& c) const override { return faithfulness(c.dec.cm); }
 };
 }  // namespace
 
-PD_LOSS_TERM(faithfulness, true, [] { return std::make_unique<FaithfulnessTerm>(); });
+PD_LOSS_TERM(faithfulness, kSPD | kAPD, true, [] { return std::make_unique<FaithfulnessTerm>(); });
 
 }  // namespace decomp

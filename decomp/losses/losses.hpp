@@ -10,7 +10,9 @@
 
 namespace decomp {
 
+class Decomposition;
 class SPD;
+class APD;
 class ComponentModel;
 struct Batch;
 struct StepState;
@@ -48,6 +50,13 @@ ad::Tensor pgd_recon(const SPD& spd, const Batch& b, const StepState& st, const 
 
 // CIMaskedRecon (m = g, no delta) and UnmaskedRecon (m = 1): monitors.
 ad::Tensor ci_masked_recon(const SPD& spd, const Batch& b, const StepState& st);
-ad::Tensor unmasked_recon(const SPD& spd, const Batch& b, const StepState& st);
+ad::Tensor unmasked_recon(const Decomposition& d, const Batch& b, const StepState& st);
+
+// APD (METHODS 2), one file each: minimality D(f_topk, f_target); activation reconstruction
+// (mean over `layers` of the MSE between the top-k pass's and the target's layer inputs);
+// Schatten-p simplicity.
+ad::Tensor apd_minimality(const APD& apd, const Batch& b, const StepState& st);
+ad::Tensor apd_act_recon(const APD& apd, const Batch& b, const StepState& st, const std::vector<std::string>& layers);
+ad::Tensor apd_simplicity(const APD& apd, const StepState& st, double p);
 
 }  // namespace decomp

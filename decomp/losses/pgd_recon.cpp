@@ -123,11 +123,11 @@ struct PgdReconTerm : LossTerm {
     return {{"routing", routing_name(p.routing)}, {"route_p", p.route_p}, {"pgd_init", p.init},
             {"pgd_scope", p.scope},         {"pgd_steps", p.steps},   {"pgd_step_size", p.step_size}};
   }
-  Tensor value(const TermContext& c) const override { return pgd_recon(c.spd, c.batch, c.st, p, c.rng); }
+  Tensor value(const TermContext& c) const override { return pgd_recon(c.spd(), c.batch, c.st, p, c.rng); }
 };
 }  // namespace
 
-PD_LOSS_TERM(pgd_recon, false, [] { return std::make_unique<PgdReconTerm>(Routing::all); });
-PD_LOSS_TERM(pgd_recon_subset, false, [] { return std::make_unique<PgdReconTerm>(Routing::uniform_k); });
+PD_LOSS_TERM(pgd_recon, kSPD, false, [] { return std::make_unique<PgdReconTerm>(Routing::all); });
+PD_LOSS_TERM(pgd_recon_subset, kSPD, false, [] { return std::make_unique<PgdReconTerm>(Routing::uniform_k); });
 
 }  // namespace decomp

@@ -58,15 +58,15 @@ struct StochasticReconTerm : LossTerm {
     return {{"routing", routing_name(routing)}, {"route_p", route_p}, {"n_mask_samples", n_mask_samples}};
   }
   Tensor value(const TermContext& c) const override {
-    return stochastic_recon(c.spd, c.batch, c.st, routing, route_p, n_mask_samples, c.rng);
+    return stochastic_recon(c.spd(), c.batch, c.st, routing, route_p, n_mask_samples, c.rng);
   }
 };
 }  // namespace
 
-PD_LOSS_TERM(stochastic_recon, true, [] { return std::make_unique<StochasticReconTerm>(Routing::all, false); });
-PD_LOSS_TERM(stochastic_recon_subset, false,
+PD_LOSS_TERM(stochastic_recon, kSPD, true, [] { return std::make_unique<StochasticReconTerm>(Routing::all, false); });
+PD_LOSS_TERM(stochastic_recon_subset, kSPD, false,
              [] { return std::make_unique<StochasticReconTerm>(Routing::uniform_k, false); });
-PD_LOSS_TERM(stochastic_recon_layerwise, false,
+PD_LOSS_TERM(stochastic_recon_layerwise, kSPD, false,
              [] { return std::make_unique<StochasticReconTerm>(Routing::layerwise, true); });
 
 }  // namespace decomp

@@ -22,7 +22,7 @@ static void out_printf(std::ostream& out, const char* fmt, ...) {
 
 bool audit_config(const std::string& config_path, int64_t coords, int64_t batch, bool trained, std::ostream& out) {
   const json cfg = models::read_json_file(config_path);
-  SPDConfig sc = parse_spd_config(cfg, config_path);
+  DecompConfig sc = parse_decomp_config(cfg, config_path);
   // The lower leaky sigmoid's backward is deliberately not a derivative (alpha g for z <= 0
   // when g < 0); with alpha = 0 it is clamp's true derivative, so finite differences apply.
   sc.leaky_alpha = 0.0;
@@ -40,7 +40,8 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
     lt.target = make_target(lt.model, lt.run, names);
   }
   ad::Rng rng(sc.seed);
-  SPD spd(lt.target, sc, rng);
+  std::unique_ptr<Decomposition> dec = make_decomposition(lt.target, sc, rng);
+  Decomposition& spd = *dec;
   // CI biases start at 0 and sparse data has all-zero inputs, so at initialisation many
   // pre-sigmoid values sit exactly on the hard sigmoids' kink at z = 0, where a central
   // difference averages the two one-sided slopes. Zero-initialised tensors are moved to small
@@ -61,7 +62,7 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
     ad::Rng r(4242);  // the same masks in every evaluation
     return spd.total_loss(b, 0.5, r, nullptr, false);
   };
-  out_printf(out, "gradient audit of one SPD step (float64, batch %lld, %lld coords per tensor): %s\n", (long long)batch,
+  out_printf(out, "gradient audit of one %s step (float64, batch %lld, %lld coords per tensor): %s\n", spd.method_name(), (long long)batch,
               (long long)coords, config_path.c_str());
   out_printf(out, "%-40s %14s %8s %12s %12s  %s\n", "tensor", "shape", "coords", "max_abs_err", "max_rel_err", "result");
   bool all_ok = true;

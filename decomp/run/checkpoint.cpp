@@ -32,7 +32,7 @@ std::string target_fingerprint(const models::Model& m) {
   return hex64(h);
 }
 
-static std::vector<std::pair<std::string, ad::Tensor>> named_params(const SPD& spd) {
+static std::vector<std::pair<std::string, ad::Tensor>> named_params(const Decomposition& spd) {
   std::vector<std::pair<std::string, ad::Tensor>> v;
   const std::vector<ad::Tensor> p = spd.all_params();
   const std::vector<std::string> n = spd.all_param_names();
@@ -40,7 +40,7 @@ static std::vector<std::pair<std::string, ad::Tensor>> named_params(const SPD& s
   return v;
 }
 
-void save_spd_checkpoint(const std::string& path, const SPD& spd, const ad::Optimizer& opt, const TrainLog& log,
+void save_spd_checkpoint(const std::string& path, const Decomposition& spd, const ad::Optimizer& opt, const TrainLog& log,
                          int64_t step, double wall_s, const json& config, const std::string& target_checkpoint,
                          const std::string& fingerprint) {
   ad::save_checkpoint(path, kDecomposeCheckpointKind, named_params(spd), opt, step, log, wall_s,
@@ -71,7 +71,7 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file)
   return ck;
 }
 
-void restore_params(const SpdCheckpoint& ck, SPD& spd) { ad::restore_checkpoint(ck.file, named_params(spd), nullptr); }
+void restore_params(const SpdCheckpoint& ck, Decomposition& spd) { ad::restore_checkpoint(ck.file, named_params(spd), nullptr); }
 
 void restore_optimizer(const SpdCheckpoint& ck, ad::Optimizer& opt) { ad::restore_checkpoint(ck.file, {}, &opt); }
 

@@ -28,7 +28,7 @@ struct SpdCheckpoint {
 // FNV-1a 64 over every parameter's name, dtype, shape and bytes, as 16 hex digits.
 std::string target_fingerprint(const models::Model& m);
 
-void save_spd_checkpoint(const std::string& path, const SPD& spd, const ad::Optimizer& opt, const TrainLog& log,
+void save_spd_checkpoint(const std::string& path, const Decomposition& spd, const ad::Optimizer& opt, const TrainLog& log,
                          int64_t step, double wall_s, const nlohmann::json& config, const std::string& target_checkpoint,
                          const std::string& fingerprint);
 
@@ -40,8 +40,8 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path);
 SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file);
 
 // Copies the checkpoint's parameters into spd (every name present, shapes equal).
-void restore_params(const SpdCheckpoint& ck, SPD& spd);
-// Loads the optimiser state (groups built as train_spd builds them).
+void restore_params(const SpdCheckpoint& ck, Decomposition& spd);
+// Loads the optimiser state (groups built as train_decomposition builds them).
 void restore_optimizer(const SpdCheckpoint& ck, ad::Optimizer& opt);
 
 }  // namespace decomp

@@ -11,16 +11,17 @@ static json coverage_json(const BlockCoverage& b) {
   return {{"min", b.min}, {"median", b.median}, {"max", b.max}, {"features_using_all_k", b.features_using_all}};
 }
 
-json metrics_json(const SPD& spd, const EvalResult& ev, const TrainLog& log,
+json metrics_json(const Decomposition& spd, const EvalResult& ev, const TrainLog& log,
                   const json& extra) {
   json j = extra;
+  j["method"] = spd.method_name();
   json layers = json::object();
   const LayerEval* tms = nullptr;  // the first layer with MMCS (TMS linear1): the run's figures
   for (const LayerEval& e : ev.layers) {
     json l = {{"ci_l0", e.ci_l0},
               {"alive_components", e.alive},
               {"large_norm_components", e.large_norm},
-              {"C", spd.cm.layers[spd.cm.index_of(e.name)].C}};
+              {"C", spd.cm.components()}};
     if (e.identity_error >= 0) l["identity_ci_error"] = e.identity_error;
     if (e.dense_k >= 0)
       l["dense_k"] = e.dense_k, l["dense_k_error"] = e.dense_k_error,
@@ -58,7 +59,7 @@ json metrics_json(const SPD& spd, const EvalResult& ev, const TrainLog& log,
   return j;
 }
 
-void save_decomposition(const SPD& spd, const std::string& path, const json& config,
+void save_decomposition(const Decomposition& spd, const std::string& path, const json& config,
                         const std::string& target_fingerprint) {
   std::map<std::string, ad::Tensor> t;
   std::vector<ad::Tensor> p = spd.all_params();
@@ -67,7 +68,7 @@ void save_decomposition(const SPD& spd, const std::string& path, const json& con
   ad::save_safetensors(path, t, {{"spd_config", config.dump()}, {"target_fingerprint", target_fingerprint}, {"format", "pd-spd-v1"}});
 }
 
-void load_decomposition(SPD& spd, const std::string& path) {
+void load_decomposition(Decomposition& spd, const std::string& path) {
   ad::SafeTensors st = ad::load_safetensors(path);
   std::vector<ad::Tensor> p = spd.all_params();
   std::vector<std::string> n = spd.all_param_names();

@@ -13,11 +13,11 @@
 namespace decomp {
 
 // Everything a finished run reports.
-nlohmann::json metrics_json(const SPD& spd, const EvalResult& ev, const TrainLog& log,
+nlohmann::json metrics_json(const Decomposition& spd, const EvalResult& ev, const TrainLog& log,
                             const nlohmann::json& extra);
-void save_decomposition(const SPD& spd, const std::string& path, const nlohmann::json& config,
+void save_decomposition(const Decomposition& spd, const std::string& path, const nlohmann::json& config,
                         const std::string& target_fingerprint);
 // Loads parameters saved by save_decomposition into spd (names and shapes must match).
-void load_decomposition(SPD& spd, const std::string& path);
+void load_decomposition(Decomposition& spd, const std::string& path);
 
 }  // namespace decomp

@@ -3,28 +3,34 @@
 // component on, mlp[16] CI functions, Adam update) with the config's batch size, on a freshly
 // initialised target (a step's cost does not depend on the target's weights).
 // experiments/pytorch/spd_step_bench.py is the same step in plain PyTorch eager.
+// `pd bench apd_tms_5-2 | apd_tms_40-10 | apd_resid_mlp1`: one full APD training step of the
+// shipped config (gradient attributions of the target, batch top-k, every loss term, the
+// unit-norm A step where configured, Adam); experiments/pytorch/apd_step_bench.py is the same
+// step in PyTorch eager.
 #include "autodiff/optim.hpp"
 #include "experiments/bench/bench.hpp"
 #include "decomp/run/target.hpp"
 
 namespace {
 
-// Median time of one SPD training step (sample, forward, backward, Adam) of `sc` on `target`.
-pd::BenchJson time_spd_step(const decomp::Target& target, const decomp::SPDConfig& sc, int64_t batch, double lr,
+// Median time of one training step (sample, forward, backward, Adam) of `sc` on `target`.
+pd::BenchJson time_spd_step(const decomp::Target& target, const decomp::DecompConfig& sc, int64_t batch, double lr,
                             const pd::BenchOptions& opt) {
   ad::Rng rng(0);
-  decomp::SPD spd(target, sc, rng);
-  ad::Adam adam({ad::ParamGroup("components", spd.cm.component_params()), ad::ParamGroup("ci_fns", spd.cm.ci_params())},
+  std::unique_ptr<decomp::Decomposition> dec = decomp::make_decomposition(target, sc, rng);
+  ad::Adam adam({ad::ParamGroup("components", dec->cm.component_params()), ad::ParamGroup("ci_fns", dec->cm.ci_params())},
                 ad::AdamConfig{lr, {0.9, 0.999}, 1e-8, 0.0});
   auto step = [&] {
+    dec->before_step();
     decomp::Batch b = target.sample(batch, rng);
     adam.zero_grad();
-    ad::backward(spd.total_loss(b, 0.5, rng, nullptr, false));
+    ad::backward(dec->total_loss(b, 0.5, rng, nullptr, false));
+    dec->after_backward();
     adam.step(lr);
   };
   pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
   return {{"steps_per_s", 1.0 / t.median_s}, {"best_steps_per_s", 1.0 / t.best_s}, {"ms_per_step", 1e3 * t.median_s},
-          {"batch", batch}, {"C", sc.model.C}, {"reps", t.reps}};
+          {"batch", batch}, {"C", dec->cm.components()}, {"reps", t.reps}};
 }
 
 pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd::BenchOptions& opt) {
@@ -37,7 +43,7 @@ pd::BenchJson bench_spd(const char* spd_config, const char* run_config, const pd
   cfg["C"] = tms ? (run.model.at("n_features").get<int64_t>() == 5 ? 20 : 200) : 100;
   if (!tms) cfg["losses"][0]["coeff"] = 1e-5, cfg["losses"][0]["p"] = 2.0;
   const int64_t batch = opt.quick ? 256 : (tms ? 4096 : 2048);
-  decomp::SPDConfig sc = decomp::parse_spd_config(cfg, spd_config);
+  decomp::DecompConfig sc = decomp::parse_decomp_config(cfg, spd_config);
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, run_config);
   return time_spd_step(decomp::make_target(model, run, {}), sc, batch, 1e-3, opt);
@@ -51,7 +57,8 @@ pd::BenchJson bench_spd_config(const char* spd_config, const pd::BenchOptions& o
   const nlohmann::json& target_cfg = cfg.at("target");
   models::RunConfig run = models::load_run_config(target_cfg.at("run_config").get<std::string>());
   std::vector<std::string> layers = target_cfg.value("layers", std::vector<std::string>{});
-  decomp::SPDConfig sc = decomp::parse_spd_config(cfg, spd_config);
+  decomp::DecompConfig sc = decomp::parse_decomp_config(cfg, spd_config);
+  if (sc.method == decomp::Method::apd) sc.apd.attribute_apd_model = false;  // the PyTorch script's step
   const int64_t batch = opt.quick ? std::min<int64_t>(sc.train.batch_size, 64) : sc.train.batch_size;
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, spd_config);
@@ -73,3 +80,9 @@ PD_BENCH("spd_config_resid_mlp2", "one pd decompose step of experiments/configs/
 PD_BENCH("spd_config_resid_mlp3", "one pd decompose step of experiments/configs/spd_resid_mlp3.json (fresh target)",
          [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/spd_resid_mlp3.json", o); });
 PD_BENCH("spd_resid_mlp1", "SPD training step on the 1-layer residual MLP (C 100, batch 2048)", bench_resid1);
+PD_BENCH("apd_tms_5-2", "APD training step of experiments/configs/apd_tms_5-2.json (C 5, m 3, batch 2048)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/apd_tms_5-2.json", o); });
+PD_BENCH("apd_tms_40-10", "APD training step of experiments/configs/apd_tms_40-10.json (C 50, m 11, batch 2048)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/apd_tms_40-10.json", o); });
+PD_BENCH("apd_resid_mlp1", "APD training step of experiments/configs/apd_resid_mlp1.json (C 130, m 50, batch 256)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/apd_resid_mlp1.json", o); });
