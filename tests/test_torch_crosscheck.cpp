@@ -7,8 +7,6 @@
 // Data travels as JSON (doubles printed with round-trip precision) through a temp dir.
 // Without python3 + torch the test skips with a message.
 #include <doctest/doctest.h>
-#include <unistd.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -22,25 +20,13 @@
 
 #include "autodiff/ops.hpp"
 #include "autodiff/random.hpp"
+#include "tests/torch_runner.hpp"
 
 using ad::Shape;
 using ad::Tensor;
 using json = nlohmann::json;
 
 namespace {
-
-struct CrossTempDir {
-  std::string path;
-  CrossTempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "pd_torch_xcheck_XXXXXX").string();
-    if (!mkdtemp(tmpl.data())) ad::fail("mkdtemp failed for " + tmpl);
-    path = tmpl;
-  }
-  ~CrossTempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 json to_json(const Tensor& t) {
   json j;
@@ -171,11 +157,6 @@ double rel_err(double a, double b, double scale) { return std::abs(a - b) / std:
 
 TEST_CASE("autodiff: composed graphs match PyTorch float64 values and gradients to 1e-9") {
   const std::string script = "tests/torch/autodiff_crosscheck.py";
-  if (access(script.c_str(), R_OK) != 0) {
-    MESSAGE("skipped: " << script << " not found (run the tests from the repository root)");
-    return;
-  }
-  const char* py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
   ad::Rng rng(2024);
   std::map<std::string, Case> cases;
   cases["mlp_cross_entropy"] = mlp_case(rng);
@@ -192,37 +173,15 @@ TEST_CASE("autodiff: composed graphs match PyTorch float64 values and gradients 
     CHECK(inside >= 5);
     CHECK(above >= 5);
   }
-  CrossTempDir dir;
-  const std::string in = dir.path + "/inputs.json", out = dir.path + "/torch.json", log = dir.path + "/log.txt";
-  {
-    json spec;
-    for (const auto& [name, c] : cases) spec[name] = c.spec();
-    std::ofstream f(in);
-    f << spec.dump();
-  }
-  const std::string cmd = std::string(py) + " " + script + " " + in + " " + out + " > " + log + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::string log_text;
-  {
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    log_text = ss.str();
-  }
-  if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) == 127) {
-    MESSAGE("skipped: could not run python3 (" << cmd << ")");
+  json spec;
+  for (const auto& [name, c] : cases) spec[name] = c.spec();
+  const torch_ref::Result run = torch_ref::run(script, spec);
+  if (run.skipped) {
+    MESSAGE("skipped: " << run.reason);
     return;
   }
-  if (WEXITSTATUS(rc) == 77) {
-    MESSAGE("skipped: PyTorch is not installed (apt-get install python3-torch)");
-    return;
-  }
-  REQUIRE_MESSAGE(WEXITSTATUS(rc) == 0, "torch reference failed: " << cmd << "\n" << log_text);
-  json ref;
-  {
-    std::ifstream f(out);
-    f >> ref;
-  }
+  REQUIRE_MESSAGE(run.exit_code == 0, "torch reference failed: " << run.reason);
+  const json& ref = run.out;
 
   for (auto& [name, c] : cases) {
     INFO("case " << name);
