@@ -98,7 +98,7 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
   extra["seed"] = r.sc.seed;
   json m = decomp::metrics_json(*r.spd, ev, r.log, extra);
   if (evaluated)
-    for (const char* k : {"final_train_losses", "spd_train_seconds", "steps_per_s"}) m.erase(k);
+    for (const char* k : {"final_train_losses", "train_seconds", "steps_per_s"}) m.erase(k);
   ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
   if (save) {
     json saved_cfg = r.cfg;

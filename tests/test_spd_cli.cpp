@@ -5,11 +5,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "autodiff/fileio.hpp"
+#include "autodiff/safetensors.hpp"
 #include "experiments/cli.hpp"
 
 static int run_pd(std::vector<std::string> args) {
@@ -111,5 +114,52 @@ TEST_CASE("pd decompose --evaluate of an unfinished run's checkpoint equals a ru
   REQUIRE(run_pd({"decompose", dir + "/spd.json", "--resume", dir + "/stopped/checkpoint.safetensors", "--quiet"}) == 0);
   CHECK(access((dir + "/stopped/decomposition.safetensors").c_str(), F_OK) == 0);
   CHECK(access((dir + "/stopped/checkpoint.safetensors").c_str(), F_OK) != 0);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+TEST_CASE("pd decompose runs an APD config end to end (stop, resume, --evaluate); pd compare tables SPD and APD runs") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
+  json apd = json::parse(R"({
+    "method": "apd", "seed": 1, "C": 5, "m": 3, "topk": 0.25, "eval_batch": 500,
+    "losses": [{"name": "faithfulness", "coeff": 1}, {"name": "minimality", "coeff": 1},
+               {"name": "simplicity", "coeff": 0.7, "p": 1}],
+    "train": {"steps": 30, "batch_size": 128, "lr": 3e-3, "schedule": "constant", "log_every": 10}
+  })");
+  apd["target"] = spd["target"];
+  ad::write_file_atomic(dir + "/apd.json", apd.dump());
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/spd_run", "--quiet"}) == 0);
+  REQUIRE(run_pd({"decompose", dir + "/apd.json", "--out", dir + "/apd_run", "--quiet"}) == 0);
+  // stopped at 12 and resumed: the same decomposition as the uninterrupted run
+  REQUIRE(run_pd({"decompose", dir + "/apd.json", "--out", dir + "/apd_stopped", "--stop-after", "12", "--quiet"}) == 0);
+  REQUIRE(run_pd({"decompose", dir + "/apd.json", "--resume", dir + "/apd_stopped/checkpoint.safetensors", "--quiet"}) == 0);
+  auto read = [](const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  {  // the same bits in every tensor (the metadata names each run's own target path)
+    const ad::SafeTensors a = ad::load_safetensors(dir + "/apd_run/decomposition.safetensors"),
+                          b = ad::load_safetensors(dir + "/apd_stopped/decomposition.safetensors");
+    REQUIRE(a.tensors.size() == b.tensors.size());
+    for (const auto& [name, t] : a.tensors) CHECK(t.to_vector() == b.tensors.at(name).to_vector());
+  }
+  const json m = json::parse(read(dir + "/apd_run/metrics.json"));
+  CHECK(m["method"] == "apd");
+  CHECK(m["layers"]["linear1"]["C"] == 5);
+  CHECK(m["layers"]["linear1"].contains("identity_ci_error"));
+  CHECK(m.contains("mmcs"));
+  REQUIRE(run_pd({"decompose", dir + "/apd.json", "--evaluate", dir + "/apd_run/decomposition.safetensors", "--out",
+                  dir + "/apd_eval", "--quiet"}) == 0);
+  CHECK(json::parse(read(dir + "/apd_eval/metrics.json"))["mmcs"] == m["mmcs"]);
+  REQUIRE(run_pd({"compare", dir + "/apd_run", dir + "/spd_run", "--out", dir + "/table.md"}) == 0);
+  const std::string table = read(dir + "/table.md");
+  const size_t spd_row = table.find("| spd |"), apd_row = table.find("| apd |");
+  CHECK(spd_row != std::string::npos);
+  CHECK(apd_row != std::string::npos);
+  CHECK(spd_row < apd_row);  // SPD first within a target
+  const std::string missing = dir + "/metrics.json";
+  CHECK_THROWS_WITH(run_pd({"compare", dir}), doctest::Contains(missing.c_str()));
   std::system(("rm -rf " + dir).c_str());
 }

@@ -53,7 +53,7 @@ json metrics_json(const Decomposition& spd, const EvalResult& ev, const TrainLog
   for (auto& kv : log.values)
     if (!kv.second.empty()) last[kv.first] = kv.second.back();
   j["final_train_losses"] = last;
-  j["spd_train_seconds"] = log.seconds;
+  j["train_seconds"] = log.seconds;
   j["steps"] = spd.cfg.train.steps;
   j["steps_per_s"] = log.seconds > 0 ? (double)spd.cfg.train.steps / log.seconds : 0.0;
   return j;
