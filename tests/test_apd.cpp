@@ -328,8 +328,9 @@ TEST_CASE("apd: stop + checkpoint + resume gives the same bits as an uninterrupt
 }
 
 TEST_CASE("apd: pd audit passes on the shipped APD configs (float64 gradient check of one step)") {
+  // (apd_resid_mlp2.json passes too: about a minute, too slow for the sanitizer build)
   for (const char* cfg : {"experiments/configs/apd_tms_5-2.json", "experiments/configs/apd_tms_5-2-id.json",
-                          "experiments/configs/apd_resid_mlp1.json"}) {
+                          "experiments/configs/apd_tms_40-10.json", "experiments/configs/apd_resid_mlp1.json"}) {
     std::ostringstream out;
     const bool ok = decomp::audit_config(cfg, 6, 8, false, out);
     INFO(out.str());
