@@ -45,12 +45,12 @@ int cmd_decompose(int argc, char** argv) {
 }
 
 int cmd_audit(int argc, char** argv) {
-  CLI::App app{"float64 finite-difference audit of one SPD training step of a config"};
+  CLI::App app{"float64 finite-difference audit of one SPD or APD training step of a config"};
   std::string config_path;
   int64_t coords = 12, batch = 32;
   bool trained = false;
   app.add_option("config", config_path, "decomposition config")->required();
-  app.add_option("--coords", coords, "coordinates checked per tensor (random sample)");
+  app.add_option("--coords", coords, "coordinates checked per tensor (the largest-gradient half, then random)");
   app.add_option("--batch", batch, "batch size of the audited step");
   app.add_flag("--trained-target", trained,
                "use the config's trained target (trains it when no checkpoint); default: a freshly "
@@ -67,4 +67,4 @@ int cmd_audit(int argc, char** argv) {
 }  // namespace
 
 PD_COMMAND(decompose, "SPD decomposition of a target model: metrics.json, safetensors, plots", cmd_decompose);
-PD_COMMAND(audit, "float64 finite-difference gradient audit of one SPD training step", cmd_audit);
+PD_COMMAND(audit, "float64 finite-difference gradient audit of one SPD or APD training step", cmd_audit);
