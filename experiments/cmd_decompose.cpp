@@ -22,11 +22,12 @@ int cmd_decompose(int argc, char** argv) {
   pd::DecomposeOptions o;
   app.add_option("config", o.config_path, "decomposition config (experiments/configs/spd_*.json)")->required();
   app.add_option("--out", o.out_dir, "output directory (default runs/<config name>)");
-  app.add_option("--seed", o.seed, "override the config's seed");
-  app.add_option("--steps", o.steps, "override train.steps");
+  app.add_option("--seed", o.seed, "override the config's seed")->check(pd::at_least(0));
+  app.add_option("--steps", o.steps, "override train.steps")->check(pd::at_least(0));
   app.add_option("--target-checkpoint", o.target_checkpoint, "use this trained target instead of the config's");
   app.add_option("--resume", o.resume, "continue the run saved in this checkpoint.safetensors (same config and target)");
-  app.add_option("--stop-after", o.stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors");
+  app.add_option("--stop-after", o.stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors")
+      ->check(pd::at_least(0));
   app.add_option("--evaluate", o.evaluate,
                  "no training: evaluate this decomposition.safetensors or checkpoint.safetensors (same config up to "
                  "its evaluation fields) into --out (default: DIR/reevaluated, DIR/evaluated_step_N for a checkpoint)");
@@ -50,8 +51,10 @@ int cmd_audit(int argc, char** argv) {
   int64_t coords = 12, batch = 32;
   bool trained = false;
   app.add_option("config", config_path, "decomposition config")->required();
-  app.add_option("--coords", coords, "coordinates checked per tensor (the largest-gradient half, then random)");
-  app.add_option("--batch", batch, "batch size of the audited step");
+  // 0 coordinates would pass having checked nothing.
+  app.add_option("--coords", coords, "coordinates checked per tensor (the largest-gradient half, then random)")
+      ->check(pd::at_least(1));
+  app.add_option("--batch", batch, "batch size of the audited step")->check(pd::at_least(1));
   app.add_flag("--trained-target", trained,
                "use the config's trained target (trains it when no checkpoint); default: a freshly "
                "initialised target of the same architecture, which exercises the same code");

@@ -4,8 +4,10 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -161,5 +163,51 @@ TEST_CASE("pd decompose runs an APD config end to end (stop, resume, --evaluate)
   CHECK(spd_row < apd_row);  // SPD first within a target
   const std::string missing = dir + "/metrics.json";
   CHECK_THROWS_WITH(run_pd({"compare", dir}), doctest::Contains(missing.c_str()));
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Runs a pd subcommand with stderr captured; returns what it printed there, *rc its exit code.
+static std::string run_pd_stderr(std::vector<std::string> args, int* rc) {
+  char path[] = "/tmp/pd_cli_stderrXXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  std::fflush(stderr);
+  const int saved = dup(2);
+  dup2(fd, 2);
+  *rc = run_pd(std::move(args));
+  std::cerr.flush();
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  close(fd);
+  const std::string text = ad::read_file(path);
+  unlink(path);
+  return text;
+}
+
+// Issue 21 F7: these options use -1 for "not given", so -5 used to be silently ignored.
+TEST_CASE("pd decompose, pd train and pd audit refuse negative or fractional counts and seeds on the command line") {
+  const std::string dir = make_tmp_dir();
+  write_tiny_tms_configs(dir);
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"decompose", dir + "/spd.json", "--steps", "-5"}, "--steps: must be a whole number >= 0, got -5"},
+      {{"decompose", dir + "/spd.json", "--stop-after", "-5"}, "--stop-after: must be a whole number >= 0, got -5"},
+      {{"decompose", dir + "/spd.json", "--seed", "-5"}, "--seed: must be a whole number >= 0, got -5"},
+      {{"decompose", dir + "/spd.json", "--steps", "2.7"}, "--steps: must be a whole number >= 0, got 2.7"},
+      {{"train", dir + "/tms.json", "--stop-after", "-5"}, "--stop-after: must be a whole number >= 0, got -5"},
+      {{"audit", dir + "/spd.json", "--coords", "0"}, "--coords: must be a whole number >= 1, got 0"},
+      {{"audit", dir + "/spd.json", "--batch", "-1"}, "--batch: must be a whole number >= 1, got -1"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = c.first;
+    args.insert(args.end(), {"--out", dir + "/out", "--quiet"});
+    if (args[0] == "audit") args.resize(c.first.size());  // pd audit writes nothing, takes no --out
+    int rc = 0;
+    const std::string err = run_pd_stderr(args, &rc);
+    CAPTURE(args[0]);
+    CHECK(rc != 0);
+    CHECK_MESSAGE(err.find(c.second) != std::string::npos, err);
+    CHECK(access((dir + "/out").c_str(), F_OK) != 0);  // refused before anything ran
+  }
   std::system(("rm -rf " + dir).c_str());
 }
