@@ -211,3 +211,29 @@ TEST_CASE("pd decompose, pd train and pd audit refuse negative or fractional cou
   }
   std::system(("rm -rf " + dir).c_str());
 }
+
+// Issue 21 F7: a dense_k entry naming a layer that is not decomposed was ignored, and a bad
+// dense_k_groups layer failed only in the final evaluation, after all the training.
+TEST_CASE("pd decompose refuses dense_k and dense_k_groups layers that are not decomposed, before any training") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
+  const json base = spd;
+  spd["dense_k"] = {{"linear2", 2}, {"linear3", 2}};
+  ad::write_file_atomic(dir + "/dk.json", spd.dump());
+  int rc = 0;
+  std::string err = run_pd_stderr({"decompose", dir + "/dk.json", "--out", dir + "/dk", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find(dir + "/dk.json: dense_k.linear3: no decomposed layer 'linear3' (the tms target decomposes "
+                               "linear1, linear2)") != std::string::npos, err);
+  CHECK(access((dir + "/dk/target").c_str(), F_OK) != 0);  // the target was not trained
+
+  spd = base;
+  spd["target"]["layers"] = {"linear1"};  // linear2 exists but is not decomposed
+  spd["dense_k_groups"] = json::parse(R"([{"name": "g", "layers": ["linear1", "linear2"], "k": 2}])");
+  ad::write_file_atomic(dir + "/groups.json", spd.dump());
+  err = run_pd_stderr({"decompose", dir + "/groups.json", "--out", dir + "/groups", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find(dir + "/groups.json: dense_k_groups[0].layers: no decomposed layer 'linear2'") != std::string::npos, err);
+  CHECK(access((dir + "/groups/target").c_str(), F_OK) != 0);
+  std::system(("rm -rf " + dir).c_str());
+}

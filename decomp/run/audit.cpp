@@ -26,19 +26,8 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
   // The lower leaky sigmoid's backward is deliberately not a derivative (alpha g for z <= 0
   // when g < 0); with alpha = 0 it is clamp's true derivative, so finite differences apply.
   sc.leaky_alpha = 0.0;
-  LoadedTarget lt;
-  if (trained) {
-    lt = load_target(cfg, config_path, "", ad::DType::f64, true);
-  } else {
-    const json& tj = cfg.at("target");
-    lt.run = tj.at("run_config").is_string() ? models::load_run_config(tj["run_config"].get<std::string>())
-                                             : models::parse_run_config(tj["run_config"], config_path);
-    ad::Rng mrng(1);
-    lt.model = models::make_model(lt.run.model, mrng, ad::DType::f64, config_path);
-    std::vector<std::string> names;
-    if (tj.contains("layers")) names = tj["layers"].get<std::vector<std::string>>();
-    lt.target = make_target(lt.model, lt.run, names);
-  }
+  const LoadedTarget lt = trained ? load_target(cfg, config_path, "", ad::DType::f64, true)
+                                  : untrained_target(cfg, config_path, ad::DType::f64);
   ad::Rng rng(sc.seed);
   std::unique_ptr<Decomposition> dec = make_decomposition(lt.target, sc, rng);
   Decomposition& spd = *dec;
