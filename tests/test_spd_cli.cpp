@@ -2,6 +2,7 @@
 // --evaluate of the saved decomposition, which must reproduce the run's own evaluation and
 // accept new evaluation fields but refuse a changed training field.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -235,5 +236,46 @@ TEST_CASE("pd decompose refuses dense_k and dense_k_groups layers that are not d
   CHECK(rc == 1);
   CHECK_MESSAGE(err.find(dir + "/groups.json: dense_k_groups[0].layers: no decomposed layer 'linear2'") != std::string::npos, err);
   CHECK(access((dir + "/groups/target").c_str(), F_OK) != 0);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Issue 21 F9: an unwritable output folder was found only when the results were saved, after
+// all the training. F8: temporaries of killed writers stayed in the folder for good.
+TEST_CASE("pd decompose and pd train check the output folder before training and remove temp files killed runs left") {
+  const std::string dir = make_tmp_dir();
+  write_tiny_tms_configs(dir);
+  ad::write_file_atomic(dir + "/file", "a file, not a folder");
+  int rc = 0;
+  std::string err = run_pd_stderr({"decompose", dir + "/spd.json", "--out", dir + "/file/out", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find("cannot create output folder '" + dir + "/file/out'") != std::string::npos, err);
+  if (access("/proc/self", F_OK) == 0) {  // a folder nobody can write, root included
+    err = run_pd_stderr({"decompose", dir + "/spd.json", "--out", "/proc/self", "--quiet"}, &rc);
+    CHECK(rc == 1);
+    CHECK_MESSAGE(err.find("output folder '/proc/self' is not writable") != std::string::npos, err);
+  }
+
+  // Temporaries of a process that no longer runs go; a running one's and other files stay.
+  const pid_t dead = fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  const std::string gone = std::to_string((long)dead), alive = std::to_string((long)getpid());
+  for (const std::string& run : {dir + "/dec", dir + "/train"}) {
+    std::system(("mkdir -p " + run).c_str());
+    for (const std::string& f : {"checkpoint.safetensors.tmp." + gone + ".3", "metrics.json.tmp." + gone + ".0",
+                                 "metrics.json.tmp." + alive + ".7", std::string("notes.tmp.txt")})
+      ad::write_file_atomic(run + "/" + f, "x");
+  }
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/dec", "--stop-after", "5", "--quiet"}) == 0);
+  REQUIRE(run_pd({"train", dir + "/tms.json", "--out", dir + "/train", "--stop-after", "5", "--quiet"}) == 0);
+  for (const std::string& run : {dir + "/dec", dir + "/train"}) {
+    CAPTURE(run);
+    CHECK(access((run + "/checkpoint.safetensors.tmp." + gone + ".3").c_str(), F_OK) != 0);
+    CHECK(access((run + "/metrics.json.tmp." + gone + ".0").c_str(), F_OK) != 0);
+    CHECK(access((run + "/metrics.json.tmp." + alive + ".7").c_str(), F_OK) == 0);
+    CHECK(access((run + "/notes.tmp.txt").c_str(), F_OK) == 0);
+    CHECK(access((run + "/checkpoint.safetensors").c_str(), F_OK) == 0);  // the stopped run's own
+  }
   std::system(("rm -rf " + dir).c_str());
 }
