@@ -45,6 +45,19 @@ bool nan_guard() { return g_nan_guard; }
 NanGuardScope::NanGuardScope(bool on) : prev(g_nan_guard) { g_nan_guard = on; }
 NanGuardScope::~NanGuardScope() { g_nan_guard = prev; }
 void set_backward_observer(BackwardObserver obs) { g_observer = obs; }
+static std::string g_perturb_op;  // empty: off
+static double g_perturb_factor = 1;
+void set_backward_perturbation(const char* op, double factor) {
+  g_perturb_op = op ? op : "";
+  g_perturb_factor = factor;
+}
+static void perturb_output_grad(Node& n) {
+  dispatch(n.dtype, [&](auto z) {
+    using T = decltype(z);
+    T* g = static_cast<T*>(n.scratch);
+    for (int64_t i = 0, m = n.shape.numel(); i < m; ++i) g[i] = (T)(g[i] * g_perturb_factor);
+  });
+}
 
 std::vector<std::string>& registered_ops() {
   static std::vector<std::string> ops;
@@ -204,6 +217,7 @@ static std::vector<Node*>& run_pass(const Tensor& output, const Tensor& grad_out
     if (n->is_leaf || !n->backward) continue;
     if (n->scratch) {
       if (g_observer) g_observer(n->op);
+      if (!g_perturb_op.empty() && g_perturb_op == n->op) perturb_output_grad(*n);
       const double t0 = g_profile ? now_s() : 0;
       n->backward(*n);
       if (g_profile) {

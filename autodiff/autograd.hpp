@@ -88,4 +88,10 @@ struct OpRegistration {
 using BackwardObserver = void (*)(const char* op);
 void set_backward_observer(BackwardObserver obs);
 
+// Test hook: every node of op `op` runs its backward on `factor` times its output gradient,
+// so that op's backward returns `factor` x the true gradients of its inputs (1.01: a 1%
+// error in one backward). Tests use it to show that a gradient audit catches a wrong
+// backward; nullptr turns it off.
+void set_backward_perturbation(const char* op, double factor);
+
 }  // namespace ad

@@ -1,12 +1,14 @@
 #include "autodiff/fileio.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "autodiff/tensor.hpp"
 
@@ -61,6 +63,49 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+// The pid of a temp_path_for name ("<name>.tmp.<pid>.<n>"), or -1 for any other name.
+static long temp_file_pid(const std::string& name) {
+  const size_t at = name.rfind(".tmp.");
+  if (at == std::string::npos || at == 0) return -1;
+  const std::string rest = name.substr(at + 5);
+  const size_t dot = rest.find('.');
+  auto digits = [](const std::string& t) {
+    return !t.empty() && t.size() <= 18 && t.find_first_not_of("0123456789") == std::string::npos;
+  };
+  if (dot == std::string::npos || !digits(rest.substr(0, dot)) || !digits(rest.substr(dot + 1))) return -1;
+  return std::stol(rest.substr(0, dot));
+}
+
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const long pid = temp_file_pid(name);
+    if (pid <= 0 || !entry.is_regular_file(ec)) continue;
+    // kill(pid, 0) fails with ESRCH only when no such process exists (EPERM: it runs).
+    const bool running = pid == (long)getpid() || ::kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    if (!running && std::filesystem::remove(entry.path(), ec)) removed.push_back(name);
+  }
+  return removed;
+}
+
+void prepare_output_dir(const std::string& dir) {
+  if (dir.empty()) fail("prepare_output_dir: empty folder name");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || !std::filesystem::is_directory(dir))
+    fail("cannot create output folder '" + dir + "': " + (ec ? ec.message() : "a file of that name exists"));
+  const std::string probe = dir + "/.pd_write_probe." + std::to_string((long)getpid());
+  try {
+    write_file_atomic(probe, "probe\n");
+  } catch (const Error& e) {
+    fail("output folder '" + dir + "' is not writable: " + e.what());
+  }
+  ::unlink(probe.c_str());
+  remove_stale_temp_files(dir);
 }
 
 std::string read_file(const std::string& path) {

@@ -24,4 +24,36 @@ void check_json_depth(const char* begin, const char* end, const std::string& sou
   }
 }
 
+std::string DuplicateKeyFinder::path_to(const std::string& key) const {
+  std::string path;
+  for (size_t i = 0; i + 1 < frames_.size(); ++i)  // the container each nested frame sits in
+    path += frames_[i].object ? (path.empty() ? "" : ".") + frames_[i].key : "[" + std::to_string(frames_[i].index) + "]";
+  return path.empty() ? key : path + "." + key;
+}
+
+bool DuplicateKeyFinder::operator()(int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+  using E = nlohmann::json::parse_event_t;
+  auto element_done = [&] {
+    if (!frames_.empty() && !frames_.back().object) ++frames_.back().index;
+  };
+  switch (ev) {
+    case E::object_start: frames_.push_back({true, {}, {}, 0}); break;
+    case E::array_start: frames_.push_back({false, {}, {}, 0}); break;
+    case E::object_end:
+    case E::array_end:
+      if (!frames_.empty()) frames_.pop_back();
+      element_done();
+      break;
+    case E::key:
+      if (!frames_.empty() && parsed.is_string()) {
+        Frame& f = frames_.back();
+        f.key = parsed.get<std::string>();
+        if (!f.keys.insert(f.key).second && first.empty()) first = path_to(f.key);
+      }
+      break;
+    case E::value: element_done(); break;
+  }
+  return true;
+}
+
 }  // namespace ad

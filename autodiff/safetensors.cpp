@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
@@ -122,7 +123,7 @@ namespace {
   fail("safetensors file '" + source + "': " + what);
 }
 
-// The header: length field, JSON object, no duplicate top-level keys. Sets hlen.
+// The header: length field, JSON object, no repeated keys. Sets hlen.
 json parse_header(const std::string& bytes, const std::string& source, uint64_t& hlen) {
   auto bad = [&](const std::string& what) { bad_file(source, what); };
   if (bytes.size() < 8)
@@ -135,23 +136,16 @@ json parse_header(const std::string& bytes, const std::string& source, uint64_t&
         " bytes follow the length field (file truncated?)");
   if (hlen < 2) bad("bad header length " + std::to_string(hlen) + " (too short for a JSON object)");
 
-  // Parse, refusing duplicate top-level keys (JSON would silently keep the last one).
+  // Parse, refusing repeated keys (JSON would silently keep the last one).
   check_json_depth(bytes.data() + 8, bytes.data() + 8 + hlen, "safetensors file '" + source + "' header");
   json header;
-  std::set<std::string> seen;
-  std::string duplicate;
+  DuplicateKeyFinder duplicates;
   try {
-    header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + (std::ptrdiff_t)hlen,
-                         [&](int depth, json::parse_event_t ev, json& parsed) {
-                           if (ev == json::parse_event_t::key && depth == 1 && parsed.is_string() &&
-                               !seen.insert(parsed.get<std::string>()).second && duplicate.empty())
-                             duplicate = parsed.get<std::string>();
-                           return true;
-                         });
+    header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + (std::ptrdiff_t)hlen, std::ref(duplicates));
   } catch (const json::exception& e) {
     bad(std::string("header is not valid JSON: ") + e.what());
   }
-  if (!duplicate.empty()) bad("header names '" + duplicate + "' twice");
+  if (!duplicates.first.empty()) bad("header names '" + duplicates.first + "' twice");
   if (!header.is_object()) bad("header is not a JSON object");
 
   return header;

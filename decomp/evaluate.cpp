@@ -42,8 +42,33 @@ std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const DecompConfig&
   return terms;
 }
 
+void check_dense_k(const Target& target, const std::map<std::string, int64_t>& dense_k,
+                   const std::vector<DenseKGroup>& groups, const std::string& source) {
+  std::string decomposed;
+  for (const LayerSpec& l : target.layers) decomposed += (decomposed.empty() ? "" : ", ") + l.name;
+  auto bad = [&](const std::string& key, const std::string& what) {
+    ad::fail((source.empty() ? "" : source + ": ") + key + ": " + what);
+  };
+  auto check_layer = [&](const std::string& key, const std::string& name) {
+    for (const LayerSpec& l : target.layers)
+      if (l.name == name) return;
+    bad(key, "no decomposed layer '" + name + "' (the " + target.name + " target decomposes " + decomposed + ")");
+  };
+  for (const auto& kv : dense_k) {
+    if (target.n_features == 0) bad("dense_k", "needs a target with one-hot features; " + target.name + " has none");
+    check_layer("dense_k." + kv.first, kv.first);
+  }
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const std::string key = "dense_k_groups[" + std::to_string(i) + "]";
+    if (target.n_features == 0)
+      bad(key, "group '" + groups[i].name + "' needs a target with one-hot features; " + target.name + " has none");
+    for (const std::string& name : groups[i].layers) check_layer(key + ".layers", name);
+  }
+}
+
 EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k,
                     const std::vector<DenseKGroup>& groups) {
+  check_dense_k(spd.target, dense_k, groups, "");
   ad::NoGradGuard ng;
   EvalResult r;
   const ComponentModel& cm = spd.cm;
@@ -114,14 +139,10 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
     }
     r.layers.push_back(e);
   }
-  for (const DenseKGroup& g : groups) {
-    if (nf == 0) ad::fail("dense_k_groups '" + g.name + "': needs a target with one-hot features");
+  for (const DenseKGroup& g : groups) {  // layers and features checked above
     std::vector<const Mat*> parts;
-    for (const std::string& name : g.layers) {
-      const int l = cm.index_of(name);  // r.layers is in the same order as cm.layers
-      if (l < 0) ad::fail("dense_k_groups '" + g.name + "': no decomposed layer '" + name + "'");
-      parts.push_back(&r.layers[(size_t)l].ci_onehot);
-    }
+    for (const std::string& name : g.layers)
+      parts.push_back(&r.layers[(size_t)cm.index_of(name)].ci_onehot);  // r.layers in cm.layers' order
     GroupEval ge;
     ge.group = g;
     ge.ci_onehot = join_columns(parts);

@@ -50,6 +50,13 @@ struct EvalResult {
 // parameters.
 std::vector<std::shared_ptr<const LossTerm>> evaluated_terms(const DecompConfig& cfg);
 
+// Throws when dense_k or a dense_k_groups entry names a layer `target` does not decompose,
+// or when either is given for a target without one-hot features (evaluation would skip them
+// silently). The error names `source` (the config file; may be empty) and the key. Run it
+// before training (on untrained_target) so a typo does not cost a long run.
+void check_dense_k(const Target& target, const std::map<std::string, int64_t>& dense_k,
+                   const std::vector<DenseKGroup>& groups, const std::string& source);
+
 // dense_k: layer name -> k of the expected dense-k pattern (others use the identity order);
 // groups: cross-layer dense-k patterns (needs one-hot inputs, i.e. a target with features).
 EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {},

@@ -6,6 +6,8 @@
 //
 // argv[0] is the subcommand name; parse the rest with CLI11.
 #pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -25,6 +27,12 @@ struct CommandRegistration {
     command_registry()[name] = Command{summary, fn};
   }
 };
+
+// For count and seed options: a whole number >= lo, else the parse fails with
+// "--steps: must be a whole number >= 0, got -5". Those options use -1 for "not given", so a
+// negative value was silently ignored; CLI11's NonNegativeNumber would accept 2.5 and prints
+// its range as "0 to 1.79e308".
+CLI::Validator at_least(int64_t lo);
 
 }  // namespace pd
 

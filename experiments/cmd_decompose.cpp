@@ -22,11 +22,12 @@ int cmd_decompose(int argc, char** argv) {
   pd::DecomposeOptions o;
   app.add_option("config", o.config_path, "decomposition config (experiments/configs/spd_*.json)")->required();
   app.add_option("--out", o.out_dir, "output directory (default runs/<config name>)");
-  app.add_option("--seed", o.seed, "override the config's seed");
-  app.add_option("--steps", o.steps, "override train.steps");
+  app.add_option("--seed", o.seed, "override the config's seed")->check(pd::at_least(0));
+  app.add_option("--steps", o.steps, "override train.steps")->check(pd::at_least(0));
   app.add_option("--target-checkpoint", o.target_checkpoint, "use this trained target instead of the config's");
   app.add_option("--resume", o.resume, "continue the run saved in this checkpoint.safetensors (same config and target)");
-  app.add_option("--stop-after", o.stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors");
+  app.add_option("--stop-after", o.stop_after, "stop after this many total steps, writing DIR/checkpoint.safetensors")
+      ->check(pd::at_least(0));
   app.add_option("--evaluate", o.evaluate,
                  "no training: evaluate this decomposition.safetensors or checkpoint.safetensors (same config up to "
                  "its evaluation fields) into --out (default: DIR/reevaluated, DIR/evaluated_step_N for a checkpoint)");
@@ -45,13 +46,15 @@ int cmd_decompose(int argc, char** argv) {
 }
 
 int cmd_audit(int argc, char** argv) {
-  CLI::App app{"float64 finite-difference audit of one SPD training step of a config"};
+  CLI::App app{"float64 finite-difference audit of one SPD or APD training step of a config"};
   std::string config_path;
   int64_t coords = 12, batch = 32;
   bool trained = false;
   app.add_option("config", config_path, "decomposition config")->required();
-  app.add_option("--coords", coords, "coordinates checked per tensor (random sample)");
-  app.add_option("--batch", batch, "batch size of the audited step");
+  // 0 coordinates would pass having checked nothing.
+  app.add_option("--coords", coords, "coordinates checked per tensor (the largest-gradient half, then random)")
+      ->check(pd::at_least(1));
+  app.add_option("--batch", batch, "batch size of the audited step")->check(pd::at_least(1));
   app.add_flag("--trained-target", trained,
                "use the config's trained target (trains it when no checkpoint); default: a freshly "
                "initialised target of the same architecture, which exercises the same code");
@@ -67,4 +70,4 @@ int cmd_audit(int argc, char** argv) {
 }  // namespace
 
 PD_COMMAND(decompose, "SPD decomposition of a target model: metrics.json, safetensors, plots", cmd_decompose);
-PD_COMMAND(audit, "float64 finite-difference gradient audit of one SPD training step", cmd_audit);
+PD_COMMAND(audit, "float64 finite-difference gradient audit of one SPD or APD training step", cmd_audit);

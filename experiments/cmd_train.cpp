@@ -27,7 +27,8 @@ static int cmd_train(int argc, char** argv) {
   app.add_option("config", config, "run config, e.g. experiments/configs/tms_5-2.json")->required();
   app.add_option("--out", out, "output directory (default runs/<config name>)");
   app.add_option("--resume", resume, "resume from a checkpoint.safetensors written by an earlier run");
-  app.add_option("--stop-after", stop_after, "stop after this many total steps and write a checkpoint");
+  app.add_option("--stop-after", stop_after, "stop after this many total steps and write a checkpoint")
+      ->check(pd::at_least(0));
   app.add_flag("--quiet", quiet, "no progress line");
   try {
     app.parse(argc, argv);

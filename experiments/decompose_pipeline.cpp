@@ -10,6 +10,7 @@
 
 #include "autodiff/fileio.hpp"
 #include "autodiff/json_depth.hpp"
+#include "decomp/evaluate.hpp"
 #include "decomp/run/checkpoint.hpp"
 #include "decomp/run/files.hpp"
 #include "decomp/run/target.hpp"
@@ -80,7 +81,11 @@ std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const st
   auto r = std::make_unique<Run>();
   r->cfg = std::move(cfg);
   r->sc = decomp::parse_decomp_config(r->cfg, config_path);
-  std::filesystem::create_directories(out_dir);
+  // Layer names in dense_k / dense_k_groups, checked on the untrained architecture: evaluation
+  // needs them only at the end, after the target and the decomposition have trained.
+  decomp::check_dense_k(decomp::untrained_target(r->cfg, config_path).target, r->sc.dense_k, r->sc.dense_k_groups,
+                        config_path);
+  ad::prepare_output_dir(out_dir);  // before the target and the decomposition train
   r->lt = decomp::load_target(r->cfg, config_path, out_dir + "/target", ad::DType::f32, quiet);
   r->fingerprint = decomp::target_fingerprint(*r->lt.model);
   ad::Rng init_rng(r->sc.seed);  // initial components and CI functions

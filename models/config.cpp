@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "autodiff/fileio.hpp"
@@ -174,11 +175,16 @@ json read_json_file(const std::string& path) {
   } catch (const ad::Error& e) {
     throw ConfigError(e.what());
   }
+  json j;
+  ad::DuplicateKeyFinder duplicates;
   try {
-    return json::parse(text);
+    j = json::parse(text, std::ref(duplicates));
   } catch (const json::parse_error& e) {
     throw ConfigError(path + ": invalid JSON: " + e.what());
   }
+  if (!duplicates.first.empty())
+    throw ConfigError(path + ": " + duplicates.first + ": the key appears twice in one object (JSON would keep only the last)");
+  return j;
 }
 
 void write_json_atomic(const std::string& path, const json& j) { ad::write_file_atomic(path, j.dump(2) + "\n"); }

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <sstream>
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "autodiff/fileio.hpp"
@@ -284,18 +283,6 @@ std::string curve_csv(const ad::TrainLog& log) {
   return o.str();
 }
 
-static void make_dirs(const std::string& dir) {
-  std::string cur;
-  std::stringstream ss(dir);
-  std::string part;
-  if (!dir.empty() && dir[0] == '/') cur = "/";
-  while (std::getline(ss, part, '/')) {
-    if (part.empty()) continue;
-    cur += part + "/";
-    if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) ad::fail("cannot create directory " + cur);
-  }
-}
-
 static std::string fmt_time(double s) {
   char b[32];
   if (s < 60) std::snprintf(b, sizeof b, "%.0fs", s);
@@ -344,7 +331,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opts) {
   lo.stop_after = opts.stop_after;
   if (!opts.resume_from.empty()) lo.start_step = load_checkpoint(opts.resume_from, m, opt, res.log, cfg);
   if (!opts.out_dir.empty()) {
-    make_dirs(opts.out_dir);
+    ad::prepare_output_dir(opts.out_dir);
     write_json_atomic(opts.out_dir + "/config.json", cfg.to_json());
     lo.checkpoint = [&](int64_t next_step) {
       save_checkpoint(opts.out_dir + "/checkpoint.safetensors", m, opt, next_step, res.log, cfg);

@@ -23,6 +23,7 @@
 #include "decomp/metrics.hpp"
 #include "models/config.hpp"
 #include "models/model.hpp"
+#include "models/train.hpp"
 
 namespace {
 
@@ -166,4 +167,30 @@ TEST_CASE("hostile JSON: nesting deeper than the limit is refused before parsing
   CHECK_MESSAGE(has(err, st + ": metadata \"model_config\": JSON nests deeper"), err);
   std::remove(path.c_str());
   std::remove(st.c_str());
+}
+
+// F7: nlohmann::json keeps the last of repeated keys, so {"lr": 1e-3, ..., "lr": 1} silently
+// trained with lr 1. The one config reader refuses a key repeated in any object.
+TEST_CASE("hostile JSON: a key repeated within one object is refused, naming the file and the key path") {
+  const std::string path = temp_path("dup.json");
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"seed": 1, "C": 4, "seed": 2})", ": seed: the key appears twice in one object"},
+      {R"({"train": {"lr": 1e-3, "steps": 5, "lr": 1}})", ": train.lr: the key appears twice"},
+      {R"({"losses": [{"name": "a"}, {"name": "b", "coeff": 1, "coeff": 2}]})", ": losses[1].coeff: the key"},
+      {R"({"x": [[1, {"k": 0}], [{"k": 1, "k": 2}]]})", ": x[1][0].k: the key"},
+  };
+  for (const auto& c : cases) {
+    ad::write_file_atomic(path, c.first);
+    const std::string err = error_in_child([&] { models::read_json_file(path); });
+    CHECK_MESSAGE(has(err, path + c.second), err);
+  }
+  // The same key in different objects, and a key equal to a string value, are fine.
+  ad::write_file_atomic(path, R"({"a": {"k": 1}, "b": {"k": 2}, "l": [{"k": 3}, {"k": 4}], "k": "k"})");
+  CHECK(models::read_json_file(path).at("l").at(1).at("k") == 4);
+  // Through a loader: a run config with "lr" twice.
+  ad::write_file_atomic(path, R"({"model": {"type": "tms", "n_features": 5, "d_hidden": 2},
+                                  "train": {"steps": 10, "lr": 0.001, "lr": 1.0}})");
+  const std::string err = error_in_child([&] { models::load_run_config(path); });
+  CHECK_MESSAGE(has(err, path + ": train.lr: the key appears twice"), err);
+  std::remove(path.c_str());
 }

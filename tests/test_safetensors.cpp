@@ -1,6 +1,8 @@
 // safetensors: round trips, every malformed-file error, atomic writes, PyTorch interop.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -42,6 +44,7 @@ struct TempDir {
         if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, "..")) out.push_back(e->d_name);
       closedir(d);
     }
+    std::sort(out.begin(), out.end());
     return out;
   }
   ~TempDir() {
@@ -143,6 +146,9 @@ TEST_CASE("safetensors: malformed files give an error naming the file and the pr
       {"duplicate name",
        raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
        "names 'a' twice"},
+      {"duplicate key inside an entry",
+       raw_file(R"({"a":{"dtype":"F32","shape":[1],"dtype":"F64","data_offsets":[0,4]}})", 4), "names 'a.dtype' twice"},
+      {"duplicate metadata key", raw_file(R"({"__metadata__":{"step":"3","step":"4"}})", 0), "names '__metadata__.step' twice"},
       {"non-string metadata", raw_file(R"({"__metadata__":{"step":3}})", 0), "'__metadata__' value of 'step'"},
       {"too many dims", raw_file(R"({"a":{"dtype":"F32","shape":[1,1,1,1,1,1,1],"data_offsets":[0,4]}})", 4), "7 dimensions"},
       {"I64 beyond 2^53", raw_file(R"({"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", 0) + std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8),
@@ -249,8 +255,14 @@ TEST_CASE("safetensors: a failed write leaves the previous file intact and no te
   ad::SafeTensors back = ad::load_safetensors(path);
   CHECK(same_bits(back.tensors["w"], old_t));
   CHECK(back.metadata["step"] == "1");
-  for (const std::string& f : dir.files())
-    if (f != "ckpt.safetensors") CHECK(f.rfind("ckpt.safetensors.tmp.", 0) == 0);
+  REQUIRE(dir.files().size() == 2);
+  const std::string stray = dir.files()[1];
+  CHECK(stray.rfind("ckpt.safetensors.tmp." + std::to_string((long)pid) + ".", 0) == 0);
+  // The killed writer no longer runs, so its temporary is removed; a running writer's is kept.
+  const std::string live = "ckpt.safetensors.tmp." + std::to_string((long)getpid()) + ".99";
+  ad::write_file_atomic(dir.path + "/" + live, "in flight");
+  CHECK(ad::remove_stale_temp_files(dir.path) == std::vector<std::string>{stray});
+  CHECK(dir.files() == std::vector<std::string>{"ckpt.safetensors", live});
 }
 
 TEST_CASE("safetensors: interop with PyTorch (tests/torch/safetensors_interop.py)") {

@@ -559,7 +559,8 @@ TEST_CASE("spd: cross-layer dense-k groups join the layers' one-hot CI matrices"
   CHECK(ev.groups[0].block_coverage.features_using_all ==
         decomp::dense_k_block_coverage(joined, 3, cfg.ci_threshold).features_using_all);
   decomp::DenseKGroup bad{"typo group", {"linear1", "linear3"}, 2};
-  CHECK_THROWS_WITH(decomp::evaluate(spd, eval_rng, {}, {bad}), doctest::Contains("typo group': no decomposed layer 'linear3'"));
+  CHECK_THROWS_WITH(decomp::evaluate(spd, eval_rng, {}, {bad}),
+                    doctest::Contains("dense_k_groups[0].layers: no decomposed layer 'linear3' (the "));
   cj["dense_k_groups"][0].erase("k");
   CHECK_THROWS_WITH(decomp::parse_decomp_config(cj, "groups.json"), doctest::Contains("groups.json: dense_k_groups[0].k: required key is missing"));
   cj["dense_k_groups"][0]["k"] = 2;

@@ -2,10 +2,13 @@
 // --evaluate of the saved decomposition, which must reproduce the run's own evaluation and
 // accept new evaluation fields but refuse a changed training field.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -161,5 +164,118 @@ TEST_CASE("pd decompose runs an APD config end to end (stop, resume, --evaluate)
   CHECK(spd_row < apd_row);  // SPD first within a target
   const std::string missing = dir + "/metrics.json";
   CHECK_THROWS_WITH(run_pd({"compare", dir}), doctest::Contains(missing.c_str()));
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Runs a pd subcommand with stderr captured; returns what it printed there, *rc its exit code.
+static std::string run_pd_stderr(std::vector<std::string> args, int* rc) {
+  char path[] = "/tmp/pd_cli_stderrXXXXXX";
+  const int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  std::fflush(stderr);
+  const int saved = dup(2);
+  dup2(fd, 2);
+  *rc = run_pd(std::move(args));
+  std::cerr.flush();
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  close(fd);
+  const std::string text = ad::read_file(path);
+  unlink(path);
+  return text;
+}
+
+// Issue 21 F7: these options use -1 for "not given", so -5 used to be silently ignored.
+TEST_CASE("pd decompose, pd train and pd audit refuse negative or fractional counts and seeds on the command line") {
+  const std::string dir = make_tmp_dir();
+  write_tiny_tms_configs(dir);
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"decompose", dir + "/spd.json", "--steps", "-5"}, "--steps: must be a whole number >= 0, got -5"},
+      {{"decompose", dir + "/spd.json", "--stop-after", "-5"}, "--stop-after: must be a whole number >= 0, got -5"},
+      {{"decompose", dir + "/spd.json", "--seed", "-5"}, "--seed: must be a whole number >= 0, got -5"},
+      {{"decompose", dir + "/spd.json", "--steps", "2.7"}, "--steps: must be a whole number >= 0, got 2.7"},
+      {{"train", dir + "/tms.json", "--stop-after", "-5"}, "--stop-after: must be a whole number >= 0, got -5"},
+      {{"audit", dir + "/spd.json", "--coords", "0"}, "--coords: must be a whole number >= 1, got 0"},
+      {{"audit", dir + "/spd.json", "--batch", "-1"}, "--batch: must be a whole number >= 1, got -1"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = c.first;
+    args.insert(args.end(), {"--out", dir + "/out", "--quiet"});
+    if (args[0] == "audit") args.resize(c.first.size());  // pd audit writes nothing, takes no --out
+    int rc = 0;
+    const std::string err = run_pd_stderr(args, &rc);
+    CAPTURE(args[0]);
+    CHECK(rc != 0);
+    CHECK_MESSAGE(err.find(c.second) != std::string::npos, err);
+    CHECK(access((dir + "/out").c_str(), F_OK) != 0);  // refused before anything ran
+  }
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Issue 21 F7: a dense_k entry naming a layer that is not decomposed was ignored, and a bad
+// dense_k_groups layer failed only in the final evaluation, after all the training.
+TEST_CASE("pd decompose refuses dense_k and dense_k_groups layers that are not decomposed, before any training") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
+  const json base = spd;
+  spd["dense_k"] = {{"linear2", 2}, {"linear3", 2}};
+  ad::write_file_atomic(dir + "/dk.json", spd.dump());
+  int rc = 0;
+  std::string err = run_pd_stderr({"decompose", dir + "/dk.json", "--out", dir + "/dk", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find(dir + "/dk.json: dense_k.linear3: no decomposed layer 'linear3' (the tms target decomposes "
+                               "linear1, linear2)") != std::string::npos, err);
+  CHECK(access((dir + "/dk/target").c_str(), F_OK) != 0);  // the target was not trained
+
+  spd = base;
+  spd["target"]["layers"] = {"linear1"};  // linear2 exists but is not decomposed
+  spd["dense_k_groups"] = json::parse(R"([{"name": "g", "layers": ["linear1", "linear2"], "k": 2}])");
+  ad::write_file_atomic(dir + "/groups.json", spd.dump());
+  err = run_pd_stderr({"decompose", dir + "/groups.json", "--out", dir + "/groups", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find(dir + "/groups.json: dense_k_groups[0].layers: no decomposed layer 'linear2'") != std::string::npos, err);
+  CHECK(access((dir + "/groups/target").c_str(), F_OK) != 0);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Issue 21 F9: an unwritable output folder was found only when the results were saved, after
+// all the training. F8: temporaries of killed writers stayed in the folder for good.
+TEST_CASE("pd decompose and pd train check the output folder before training and remove temp files killed runs left") {
+  const std::string dir = make_tmp_dir();
+  write_tiny_tms_configs(dir);
+  ad::write_file_atomic(dir + "/file", "a file, not a folder");
+  int rc = 0;
+  std::string err = run_pd_stderr({"decompose", dir + "/spd.json", "--out", dir + "/file/out", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find("cannot create output folder '" + dir + "/file/out'") != std::string::npos, err);
+  if (access("/proc/self", F_OK) == 0) {  // a folder nobody can write, root included
+    err = run_pd_stderr({"decompose", dir + "/spd.json", "--out", "/proc/self", "--quiet"}, &rc);
+    CHECK(rc == 1);
+    CHECK_MESSAGE(err.find("output folder '/proc/self' is not writable") != std::string::npos, err);
+  }
+
+  // Temporaries of a process that no longer runs go; a running one's and other files stay.
+  const pid_t dead = fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  const std::string gone = std::to_string((long)dead), alive = std::to_string((long)getpid());
+  for (const std::string& run : {dir + "/dec", dir + "/train"}) {
+    std::system(("mkdir -p " + run).c_str());
+    for (const std::string& f : {"checkpoint.safetensors.tmp." + gone + ".3", "metrics.json.tmp." + gone + ".0",
+                                 "metrics.json.tmp." + alive + ".7", std::string("notes.tmp.txt")})
+      ad::write_file_atomic(run + "/" + f, "x");
+  }
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/dec", "--stop-after", "5", "--quiet"}) == 0);
+  REQUIRE(run_pd({"train", dir + "/tms.json", "--out", dir + "/train", "--stop-after", "5", "--quiet"}) == 0);
+  for (const std::string& run : {dir + "/dec", dir + "/train"}) {
+    CAPTURE(run);
+    CHECK(access((run + "/checkpoint.safetensors.tmp." + gone + ".3").c_str(), F_OK) != 0);
+    CHECK(access((run + "/metrics.json.tmp." + gone + ".0").c_str(), F_OK) != 0);
+    CHECK(access((run + "/metrics.json.tmp." + alive + ".7").c_str(), F_OK) == 0);
+    CHECK(access((run + "/notes.tmp.txt").c_str(), F_OK) == 0);
+    CHECK(access((run + "/checkpoint.safetensors").c_str(), F_OK) == 0);  // the stopped run's own
+  }
   std::system(("rm -rf " + dir).c_str());
 }

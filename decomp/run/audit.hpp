@@ -1,7 +1,10 @@
-// `pd audit`: one SPD training step of a config in float64, each parameter tensor's gradient
-// checked against central finite differences on a random sample of its coordinates (random
-// upstream scale, identical masks in every evaluation). Prints per tensor the max absolute
-// and relative error; returns false on any failure.
+// `pd audit`: one SPD or APD training step of a config in float64, each parameter tensor's
+// gradient checked against central finite differences on a sample of its coordinates (its
+// largest-gradient ones, then random nonzero ones; random upstream scale, identical masks in
+// every evaluation), with a tolerance relative to that tensor's gradient scale (its max
+// |gradient|, gradcheck's scaled mode). Prints per tensor the gradient scale and the max
+// absolute and relative error; returns false on any failure, and on a tensor whose gradient
+// is zero everywhere (ZERO-GRAD: nothing could be checked).
 //
 // The lower leaky sigmoid's backward is deliberately not a derivative (it passes alpha*g for
 // z <= 0 when g < 0), so the audited step uses leaky_alpha = 0, under which it is clamp's true

@@ -77,29 +77,59 @@ static std::string resolve(const std::string& p, const std::string& config_path)
   return dir_of(config_path) + "/" + p;
 }
 
-LoadedTarget load_target(const json& cfg, const std::string& config_path, const std::string& train_dir,
-                         ad::DType dtype, bool quiet) {
+namespace {
+
+// The config's "target" section, read and checked; the run config loaded.
+struct TargetSection {
+  json run_config;  // a path or an inline run config
+  models::RunConfig run;
+  std::string checkpoint;  // resolved; empty: train the target first
+  std::vector<std::string> layers;
+};
+
+TargetSection read_target_section(const json& cfg, const std::string& config_path) {
   models::ConfigSection ts(cfg.contains("target") ? cfg["target"] : json(), config_path, "target");
   if (!ts.has("run_config")) ts.error("run_config", "required key is missing (a path or an inline run config)");
-  const json run_config = ts.get_raw("run_config");
+  TargetSection t;
+  t.run_config = ts.get_raw("run_config");
   const std::string ckpt = ts.get_string("checkpoint", "");
-  std::vector<std::string> names;
   if (ts.has("layers")) {
     const json layers = ts.get_raw("layers");
     if (!layers.is_array()) ts.error("layers", "expected a list of layer names");
     for (const json& l : layers) {
       if (!l.is_string()) ts.error("layers", "expected a list of layer names, found " + l.dump());
-      names.push_back(l.get<std::string>());
+      t.layers.push_back(l.get<std::string>());
     }
   }
   ts.finish();
-  LoadedTarget lt;
-  if (run_config.is_string())
-    lt.run = models::load_run_config(resolve(run_config.get<std::string>(), config_path));
+  if (t.run_config.is_string())
+    t.run = models::load_run_config(resolve(t.run_config.get<std::string>(), config_path));
   else
-    lt.run = models::parse_run_config(run_config, config_path + ": target.run_config");
-  if (!ckpt.empty()) {
-    lt.checkpoint = resolve(ckpt, config_path);
+    t.run = models::parse_run_config(t.run_config, config_path + ": target.run_config");
+  if (!ckpt.empty()) t.checkpoint = resolve(ckpt, config_path);
+  return t;
+}
+
+// make_target, named after the run config when it is a file ("tms_5-2").
+Target named_target(const TargetSection& ts, std::shared_ptr<models::Model> model) {
+  Target t = make_target(std::move(model), ts.run, ts.layers);
+  if (ts.run_config.is_string()) {
+    std::string n = ts.run_config.get<std::string>();
+    n = n.substr(n.find_last_of('/') + 1);
+    t.name = n.substr(0, n.rfind(".json"));
+  }
+  return t;
+}
+
+}  // namespace
+
+LoadedTarget load_target(const json& cfg, const std::string& config_path, const std::string& train_dir,
+                         ad::DType dtype, bool quiet) {
+  const TargetSection ts = read_target_section(cfg, config_path);
+  LoadedTarget lt;
+  lt.run = ts.run;
+  if (!ts.checkpoint.empty()) {
+    lt.checkpoint = ts.checkpoint;
     lt.model = models::load_model(lt.checkpoint, dtype);
   } else {
     if (!quiet) std::fprintf(stderr, "decompose: no target checkpoint given; training the target first\n");
@@ -120,12 +150,17 @@ LoadedTarget load_target(const json& cfg, const std::string& config_path, const 
       lt.model->load_params(vals, "trained target");
     }
   }
-  lt.target = make_target(lt.model, lt.run, names);
-  if (run_config.is_string()) {  // name the target after its run config: "tms_5-2"
-    std::string n = run_config.get<std::string>();
-    n = n.substr(n.find_last_of('/') + 1);
-    lt.target.name = n.substr(0, n.rfind(".json"));
-  }
+  lt.target = named_target(ts, lt.model);
+  return lt;
+}
+
+LoadedTarget untrained_target(const json& cfg, const std::string& config_path, ad::DType dtype) {
+  const TargetSection ts = read_target_section(cfg, config_path);
+  LoadedTarget lt;
+  lt.run = ts.run;
+  ad::Rng rng(1);
+  lt.model = models::make_model(lt.run.model, rng, dtype, config_path);
+  lt.target = named_target(ts, lt.model);
   return lt;
 }
 

@@ -28,6 +28,11 @@ struct LoadedTarget {
 LoadedTarget load_target(const nlohmann::json& cfg, const std::string& config_path, const std::string& train_dir,
                          ad::DType dtype = ad::DType::f32, bool quiet = false);
 
+// The config's target on a freshly initialised model of its architecture: no training, no
+// checkpoint read. For audits, and for checking config keys that name layers before a long
+// run starts (it fails, naming the key, on what load_target would refuse).
+LoadedTarget untrained_target(const nlohmann::json& cfg, const std::string& config_path, ad::DType dtype = ad::DType::f32);
+
 // Target over an existing model (the data distribution from run.data).
 Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig& run,
                            const std::vector<std::string>& layer_names);
