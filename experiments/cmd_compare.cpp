@@ -51,9 +51,11 @@ Row row_of(const std::string& dir) {
   Row r;
   r.target = m["target"].get<std::string>();
   r.method = m.value("method", std::string("spd"));
+  std::string names;  // the order of every per-layer column
+  for (auto it = layers.begin(); it != layers.end(); ++it) names += (names.empty() ? "" : " / ") + it.key();
   std::ostringstream c;
   c << "| " << r.target << " | " << r.method << " | " << m.value("seed", json()).dump() << " | " << fixed(m.value("mmcs", json()), 4)
-    << " | " << fixed(m.value("ml2r", json()), 4) << " | " << per_layer(layers, "identity_ci_error") << " | " << dense
+    << " | " << fixed(m.value("ml2r", json()), 4) << " | " << names << " | " << per_layer(layers, "identity_ci_error") << " | " << dense
     << " | " << per_layer(layers, "alive_components") << " | " << m["steps"].dump() << " | "
     << fixed(m.value("wall_time_s", json()), 0) << " s | " << dir << " |";
   r.cells = c.str();
@@ -77,8 +79,8 @@ int cmd_compare(int argc, char** argv) {
     return a.target != b.target ? a.target < b.target : a.method > b.method;  // spd before apd
   });
   std::string table =
-      "| target | method | seed | MMCS | ML2R | identity err per layer | dense-k err per layer | alive per layer | steps | wall | run |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|\n";
+      "| target | method | seed | MMCS | ML2R | layers | identity err per layer | dense-k err per layer | alive per layer | steps | wall | run |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Row& r : rows) table += r.cells + "\n";
   std::fputs(table.c_str(), stdout);
   if (!out.empty()) ad::write_file_atomic(out, table);
