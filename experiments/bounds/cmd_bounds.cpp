@@ -1,12 +1,13 @@
-// build/pd bounds [--quick] [--out DIR] [--seed N]
+// build/pd bounds [--quick] [--out DIR] [--seed N] [--only GROUP] [--construction NAME]
 //   Runs every superposition-bound check (interference, circuits in superposition, capacity,
 //   U-AND, TMS sparsity sweep), prints the table and writes DIR/bounds.{json,csv} + PNG plots.
-// build/pd bounds rotation --D 1000 --T 557 --S 6 --L 5 --z 2 [--seed N] [--trials N] [--alpha A]
+// build/pd bounds rotation --D 2000 --T 400 --S 6 --L 4 --z 1 [--construction NAME] [--json] ...
 //   Builds one rotation-circuit construction and prints per-layer measured vs predicted errors.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,25 +23,44 @@
 
 namespace {
 
+// --construction sets alpha, b and rotations to that construction's defaults; an explicit
+// --alpha, --b or --rotations then overrides them.
 int cmd_rotation(int argc, char** argv) {
   pd::bounds::CircuitConfig cfg;
+  std::string construction = "published", rotations, packing = "balanced";
+  std::optional<double> alpha, beta;
+  bool json = false;
   CLI::App app{"one rotation-circuit construction: per-layer measured vs predicted MSE", "bounds rotation"};
+  app.add_option("--construction", construction, "published (METHODS.md section 6) or fixed-embedding (contrast)")
+      ->check(CLI::IsMember({"published", "fixed-embedding"}))
+      ->capture_default_str();
   app.add_option("--D", cfg.D, "large-network width (multiple of 4)")->capture_default_str();
   app.add_option("--T", cfg.T, "number of circuits")->capture_default_str();
   app.add_option("--S", cfg.S, "copies per small neuron")->capture_default_str();
   app.add_option("--L", cfg.L, "layers")->capture_default_str();
   app.add_option("--z", cfg.z, "active circuits per forward pass")->capture_default_str();
-  app.add_option("--alpha", cfg.alpha, "offset alpha of the stored x + alpha(1,1)")->capture_default_str();
-  app.add_option("--beta", cfg.beta, "threshold on the x pair: p' = ReLU(Rx + alpha on + beta on - beta)")->capture_default_str();
+  app.add_option("--alpha", alpha, "offset: the pair stores x + alpha on (1,1) (published 1, fixed-embedding 2)");
+  app.add_option("--b,--beta", beta, "bias -b of the pair, lifted by (alpha + b) on (published 1, fixed-embedding 0)");
+  app.add_option("--rotations", rotations, "per-circuit (one R_t for every layer) or per-layer (a new angle per layer)")
+      ->check(CLI::IsMember({"per-circuit", "per-layer"}));
+  app.add_option("--packing", packing, "first embedding: balanced (least-used positions) or random (first fit)")
+      ->check(CLI::IsMember({"balanced", "random"}))
+      ->capture_default_str();
   app.add_option("--trials", cfg.trials, "forward passes (random active sets)")->capture_default_str();
   app.add_option("--seed", cfg.seed, "seed")->capture_default_str();
+  app.add_flag("--json", json, "print one JSON object (parameters and per-layer figures) instead of the table");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  cfg = pd::bounds::with_construction_defaults(cfg, pd::bounds::parse_construction(construction));
+  if (alpha) cfg.alpha = *alpha;
+  if (beta) cfg.beta = *beta;
+  if (!rotations.empty()) cfg.rotations = pd::bounds::parse_rotations(rotations);
+  cfg.packing = pd::bounds::parse_packing(packing);
   const auto r = pd::bounds::run_rotation(cfg);
-  std::fputs(pd::bounds::format_rotation(r).c_str(), stdout);
+  std::fputs((json ? pd::bounds::rotation_json(r) : pd::bounds::format_rotation(r)).c_str(), stdout);
   return 0;
 }
 
@@ -49,13 +69,16 @@ int cmd_bounds(int argc, char** argv) {
   bool quick = false;
   std::string out = "runs/bounds";
   std::uint64_t seed = 1;
-  std::string only;
+  std::string only, construction = "published";
   CLI::App app{"superposition-bound checks: predicted vs measured (subcommand: rotation)", "bounds"};
   app.add_flag("--quick", quick, "small sizes (< 5 minutes on 2 cores)");
   app.add_option("--out", out, "output directory")->capture_default_str();
   app.add_option("--seed", seed, "seed")->capture_default_str();
   app.add_option("--only", only, "run one group: interference, circuits, uand, tms")
       ->check(CLI::IsMember({"interference", "circuits", "uand", "tms"}));
+  app.add_option("--construction", construction, "circuits construction: published, or fixed-embedding (contrast)")
+      ->check(CLI::IsMember({"published", "fixed-embedding"}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -71,7 +94,7 @@ int cmd_bounds(int argc, char** argv) {
     std::fprintf(stderr, "[bounds] %s done in %.1f s\n", name, s);
   };
   timed("interference", [&] { pd::bounds::run_interference(quick, seed, out, rows); });
-  timed("circuits", [&] { pd::bounds::run_circuits(quick, seed, out, rows); });
+  timed("circuits", [&] { pd::bounds::run_circuits(quick, seed, pd::bounds::parse_construction(construction), out, rows); });
   timed("uand", [&] { pd::bounds::run_uand(quick, seed, out, rows); });
   timed("tms", [&] { pd::bounds::run_tms(quick, seed, out, rows); });
   pd::bounds::write_table_json(out + "/bounds.json", rows);
