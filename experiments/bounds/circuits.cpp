@@ -286,7 +286,7 @@ void run_circuits(bool quick, std::uint64_t seed, Construction construction, con
   const std::vector<CapacitySweep> sweeps = {{'D', Ds, 2.0, 0, 1, 3, 0.01},
                                              {'D', Ds, 2.0, 0, 2, 3, 0.3},
                                              {'z', {1, 2, 3, 4}, -1.0, 2000, 0, 3, 0.3},
-                                             {'L', {2, 3, 4, 6}, -1.0, 2000, 2, 0, 0.3}};
+                                             {'L', {3, 4, 6, 8}, -1.0, 2000, 2, 0, 0.3}};
   for (const auto& sw : sweeps) check_capacity_sweep(base, quick, sw, out_dir, rows);
 }
 
