@@ -12,8 +12,9 @@
 // there), its rows in kQuoted, and its chapter in docs/tutorial.md.
 //
 // The programs are found in $PD_TUTORIAL_DIR (set by `make test` and `make sanitize`), else
-// build/tutorial. The tolerances cover the sanitizer build (-O1, no FMA contraction), whose
-// float32 rounding differs from the release build's and drifts over a few hundred training steps.
+// build/tutorial. The sanitizer build (-O1: no FMA contraction) rounds float32 differently from
+// the release build, and the difference grows over a few hundred training steps: that is why
+// values after training are checked loosely and values before training tightly.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
@@ -77,7 +78,7 @@ const Quoted kQuoted[] = {
     {"04_apd", "minimality coeff 1 value %N", 0, 1e-3},
     {"04_apd", "simplicity coeff 0.7 value %N", 0, 1e-3},
     {"04_apd", "step 500 total %N", 0, 0.1},
-    {"04_apd", "linear1 5 %_ %_ %_ %_ - %N", 0.02, 0},       // MMCS
+    {"04_apd", "linear1 5 %_ %_ %_ %_ - %N", 0.03, 0},       // MMCS
     {"04_apd", "linear1 5 %_ %_ %_ %_ - %_ %N", 0.1, 0},     // ML2R
 };
 // clang-format on
