@@ -3,6 +3,7 @@
 #   make test       build and run all tests (doctest)
 #   make demo       SPD decomposition of TMS 5-2 from scratch: table + plots in runs/demo
 #   make bench      benchmarks (figures only)
+#   make tutorial   the tutorial programs (experiments/tutorial/*.cpp -> build/tutorial/*), docs/tutorial.md
 #   make sanitize   build with ASan+UBSan into build-san/ and run the tests there
 # BUILD=dir picks another build directory (helpers working in parallel use their own).
 
@@ -22,13 +23,17 @@ ALL_LDFLAGS  = $(LDFLAGS) $(EXTRA_FLAGS)
 LDLIBS   += -lopenblas -lpthread
 
 LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp decomp/*/*.cpp experiments/*.cpp experiments/*/*.cpp))
-LIB_SRC  := $(filter-out experiments/pd_main.cpp,$(LIB_SRC))
+# Each tutorial program is one file with its own main(), linked against the whole library.
+TUT_SRC  := $(sort $(wildcard experiments/tutorial/*.cpp))
+LIB_SRC  := $(filter-out experiments/pd_main.cpp $(TUT_SRC),$(LIB_SRC))
 TEST_SRC := $(sort $(wildcard tests/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
+TUT_OBJ  := $(TUT_SRC:%.cpp=$(BUILD)/%.o)
+TUT_BIN  := $(TUT_SRC:experiments/tutorial/%.cpp=$(BUILD)/tutorial/%)
 DEPS_OK  := $(BUILD)/.deps-ok
 
-.PHONY: all test demo bench sanitize clean deps deps-torch
+.PHONY: all test demo bench sanitize clean deps deps-torch tutorial
 all: $(BUILD)/pd $(BUILD)/pd_tests
 
 deps: $(DEPS_OK)
@@ -48,10 +53,17 @@ $(BUILD)/pd: $(LIB_OBJ) $(BUILD)/experiments/pd_main.o
 $(BUILD)/pd_tests: $(LIB_OBJ) $(TEST_OBJ)
 	$(CXX) $(ALL_CXXFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(LDLIBS)
 
+tutorial: $(TUT_BIN)
+.SECONDARY: $(TUT_OBJ)
+$(BUILD)/tutorial/%: $(BUILD)/experiments/tutorial/%.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(ALL_CXXFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(LDLIBS)
+
 # TEST_ARGS passes doctest options, e.g. make test TEST_ARGS='-tc="*matmul*"'
-test: all
+# PD_TUTORIAL_DIR: where the tutorial test finds the programs (tests/test_tutorial.cpp).
+test: all tutorial
 	@$(MAKE) --no-print-directory deps-torch
-	$(BUILD)/pd_tests $(TEST_ARGS)
+	PD_TUTORIAL_DIR=$(BUILD)/tutorial $(BUILD)/pd_tests $(TEST_ARGS)
 
 demo: $(BUILD)/pd
 	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo
@@ -61,10 +73,10 @@ bench: $(BUILD)/pd
 
 # Sanitizer build: ASan+UBSan, -O1 so it stays fast enough to run the full suite.
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 EXTRA_FLAGS="$(SANFLAGS)" all
-	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 build-san/pd_tests $(TEST_ARGS)
+	$(MAKE) BUILD=build-san OPT=-O1 EXTRA_FLAGS="$(SANFLAGS)" all tutorial
+	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 PD_TUTORIAL_DIR=build-san/tutorial build-san/pd_tests $(TEST_ARGS)
 
 clean:
 	rm -rf build build-san
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/experiments/pd_main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(TUT_OBJ:.o=.d) $(BUILD)/experiments/pd_main.d

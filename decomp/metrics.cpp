@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -223,6 +224,30 @@ MMCSResult mmcs_ml2r(const Mat& W, const Mat& V, const Mat& U, double min_rel_no
   for (size_t j = 0; j < r.cos_per_col.size(); ++j) r.mmcs += r.cos_per_col[j], r.ml2r += r.ratio_per_col[j];
   if (d_in > 0) r.mmcs /= (double)d_in, r.ml2r /= (double)d_in;
   return r;
+}
+
+std::string mat_text(const Mat& m, const std::vector<int64_t>& order, int decimals, double blank,
+                     const std::string& row_label) {
+  if (decimals < 0 || decimals > 12) ad::fail("mat_text: decimals must be in [0, 12]");
+  std::vector<int64_t> cols = order;
+  if (cols.empty())
+    for (int64_t j = 0; j < m.cols; ++j) cols.push_back(j);
+  for (int64_t j : cols)
+    if (j < 0 || j >= m.cols) ad::fail("mat_text: column " + std::to_string(j) + " is outside the matrix");
+  const int width = decimals + 4;  // sign, one integer digit, point, decimals, plus a space
+  std::string out;
+  char buf[64];
+  for (int64_t i = 0; i < m.rows; ++i) {
+    if (!row_label.empty()) out += row_label + std::to_string(i) + " |";
+    for (int64_t j : cols) {
+      const double v = m(i, j);
+      if (std::fabs(v) < blank) std::snprintf(buf, sizeof buf, "%*s", width, ".");
+      else std::snprintf(buf, sizeof buf, "%*.*f", width, decimals, v);
+      out += buf;
+    }
+    out += "\n";
+  }
+  return out;
 }
 
 }  // namespace decomp

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace decomp {
@@ -56,6 +57,13 @@ BlockCoverage dense_k_block_coverage(const Mat& ci, int64_t k, double threshold)
 // P_c = V_c U_c [d_in, d_out] (m = 1: u_c v_c^T transposed). Row j of P_c, i.e. the component's
 // part of the target's column j (feature j), into `row` [d_out].
 void component_row(const Mat& V, const Mat& U, int64_t c, int64_t m, int64_t j, std::vector<double>& row);
+
+// A matrix as text for a terminal: one line per row, "<row_label><i> |" then the entries in
+// the column order `order` (empty: as stored; it may name fewer columns than m has), each
+// printed with `decimals` decimals in a fixed width; entries with |value| < blank print as "."
+// so a sparse CI matrix reads at a glance. Every line ends with a newline.
+std::string mat_text(const Mat& m, const std::vector<int64_t>& order = {}, int decimals = 2, double blank = 0,
+                     const std::string& row_label = "");
 
 // TMS MMCS / ML2R. W: [d_out, d_in] target; V: [d_in, C], U: [C, d_out]; P_c = u_c v_c^T.
 // For target column j: MMCS_j = max_c cos(P_c[:, j], W[:, j]), ML2R_j = ||P_best[:, j]|| / ||W[:, j]||.

@@ -420,6 +420,16 @@ TEST_CASE("spd: mask and routing statistics") {
   CHECK((double)on / B == doctest::Approx(0.25).epsilon(0.05));
 }
 
+TEST_CASE("spd: mat_text prints a matrix in a column order, small entries as dots") {
+  decomp::Mat m(2, 3);
+  m.a = {0.004, 1.0, -0.5, 0.25, 0.0, 0.75};
+  CHECK(decomp::mat_text(m) == "  0.00  1.00 -0.50\n  0.25  0.00  0.75\n");
+  CHECK(decomp::mat_text(m, {2, 0}, 1, 0.01, "f") == "f0 | -0.5    .\nf1 |  0.8  0.2\n");
+  CHECK(decomp::mat_text(decomp::Mat(0, 3)) == "");
+  CHECK_THROWS_WITH_AS(decomp::mat_text(m, {3}), doctest::Contains("column 3 is outside"), ad::Error);
+  CHECK_THROWS_AS(decomp::mat_text(m, {}, 13), ad::Error);
+}
+
 TEST_CASE("spd: metrics (Hungarian, identity and dense-k patterns, CI_L0, MMCS/ML2R)") {
   decomp::Mat s(3, 4);
   // best assignment: row0->col2 (9), row1->col0 (8), row2->col3 (7) = 24
