@@ -80,6 +80,20 @@ const Quoted kQuoted[] = {
     {"04_apd", "step 500 total %N", 0, 0.1},
     {"04_apd", "linear1 5 %_ %_ %_ %_ - %N", 0.03, 0},       // MMCS
     {"04_apd", "linear1 5 %_ %_ %_ %_ - %_ %N", 0.1, 0},     // ML2R
+
+    {"06_circuits", "layer 3: on = %_ x = (%N", 1e-4, 0},
+    {"06_circuits", "noisy on 0.2 -> on' = %N", 0, 0},
+    {"06_circuits", "noisy on 0.9 -> on' = %N", 1e-9, 0},
+    {"06_circuits", "delta = %N", 0, 1e-6},
+    {"06_circuits", "kappa = %N", 0, 1e-3},
+    {"06_circuits", "layer 2: active MSE_x %N", 0, 0.03},
+    {"06_circuits", "layer 4: active MSE_x %N", 0, 0.03},
+    {"06_circuits", "layer 4: active MSE_x %_ (pred %N", 0, 1e-3},
+    {"06_circuits", "layer 4: active MSE_x %_ (pred %_) inactive MSE_x %N", 0, 0.03},
+    {"06_circuits", "T=125 load 0.0020, layer 4: active %_ (pred %_, ratio %N", 0.05, 0},
+    {"06_circuits", "T=750 load 0.0120, layer 4: active %_ (pred %_, ratio %N", 0.1, 0},
+    {"06_circuits", "T=750 load 0.0120, layer 4: active %_ (pred %_, ratio %_), inactive ratio %N", 0, 0.1},
+    {"06_circuits", "layer 4 active MSE_x %N", 0, 0.05},
 };
 // clang-format on
 
