@@ -1,7 +1,7 @@
 # Parameter-decomposition toolkit.
 #   make            build everything into build/ (build/pd, build/pd_tests)
 #   make test       build and run all tests (doctest)
-#   make demo       SPD decomposition of TMS 5-2 from scratch: table + plots in runs/demo
+#   make demo       SPD decomposition of TMS 5-2 from scratch: table, plots, report.html in runs/demo
 #   make bench      benchmarks (figures only)
 #   make tutorial   the tutorial programs (experiments/tutorial/*.cpp -> build/tutorial/*), docs/tutorial.md
 #   make sanitize   build with ASan+UBSan into build-san/ and run the tests there
@@ -33,7 +33,7 @@ TUT_OBJ  := $(TUT_SRC:%.cpp=$(BUILD)/%.o)
 TUT_BIN  := $(TUT_SRC:experiments/tutorial/%.cpp=$(BUILD)/tutorial/%)
 DEPS_OK  := $(BUILD)/.deps-ok
 
-.PHONY: all test demo bench sanitize clean deps deps-torch tutorial
+.PHONY: all test demo bench sanitize clean deps deps-torch deps-browser tutorial
 all: $(BUILD)/pd $(BUILD)/pd_tests
 
 deps: $(DEPS_OK)
@@ -42,6 +42,8 @@ $(DEPS_OK):
 	@mkdir -p $(BUILD) && touch $@
 deps-torch:
 	@scripts/deps.sh --torch || echo "(PyTorch cross-checks will be skipped)"
+deps-browser:
+	@scripts/deps.sh --browser || echo "(the headless-browser report test will say it did not run)"
 
 $(BUILD)/%.o: %.cpp | $(DEPS_OK)
 	@mkdir -p $(dir $@)
@@ -60,13 +62,15 @@ $(BUILD)/tutorial/%: $(BUILD)/experiments/tutorial/%.o $(LIB_OBJ)
 	$(CXX) $(ALL_CXXFLAGS) $^ -o $@ $(ALL_LDFLAGS) $(LDLIBS)
 
 # TEST_ARGS passes doctest options, e.g. make test TEST_ARGS='-tc="*matmul*"'
-# PD_TUTORIAL_DIR: where the tutorial test finds the programs (tests/test_tutorial.cpp).
+# PD_TUTORIAL_DIR: where the tutorial test finds the programs (tests/test_tutorial.cpp);
+# PD_BIN: the pd program the sweep test starts as child processes (tests/test_report.cpp).
 test: all tutorial
-	@$(MAKE) --no-print-directory deps-torch
-	PD_TUTORIAL_DIR=$(BUILD)/tutorial $(BUILD)/pd_tests $(TEST_ARGS)
+	@$(MAKE) --no-print-directory deps-torch deps-browser
+	PD_TUTORIAL_DIR=$(BUILD)/tutorial PD_BIN=$(BUILD)/pd $(BUILD)/pd_tests $(TEST_ARGS)
 
 demo: $(BUILD)/pd
 	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo
+	@echo "report: runs/demo/report.html"
 
 bench: $(BUILD)/pd
 	$(BUILD)/pd bench
@@ -74,7 +78,7 @@ bench: $(BUILD)/pd
 # Sanitizer build: ASan+UBSan, -O1 so it stays fast enough to run the full suite.
 sanitize:
 	$(MAKE) BUILD=build-san OPT=-O1 EXTRA_FLAGS="$(SANFLAGS)" all tutorial
-	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 PD_TUTORIAL_DIR=build-san/tutorial build-san/pd_tests $(TEST_ARGS)
+	ASAN_OPTIONS=detect_leaks=1 PD_SANITIZE=1 PD_TUTORIAL_DIR=build-san/tutorial PD_BIN=build-san/pd build-san/pd_tests $(TEST_ARGS)
 
 clean:
 	rm -rf build build-san

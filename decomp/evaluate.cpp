@@ -84,6 +84,7 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
   std::vector<double> l0_sum(cm.layers.size(), 0.0);
   std::vector<int64_t> rows(cm.layers.size(), 0);
   std::vector<std::vector<bool>> any_active(cm.layers.size());
+  std::vector<std::vector<double>> on_count(cm.layers.size()), ci_sum(cm.layers.size());
   const std::vector<std::shared_ptr<const LossTerm>> terms = evaluated_terms(spd.cfg);
   for (int64_t done = 0; done < total; done += chunk) {
     const int64_t n = std::min(chunk, total - done);
@@ -96,9 +97,13 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
       l0_sum[l] += ci_l0(g, thr) * (double)g.rows;
       rows[l] += g.rows;
       any_active[l].resize(g.cols, false);
+      on_count[l].resize(g.cols, 0.0);
+      ci_sum[l].resize(g.cols, 0.0);
       for (int64_t i = 0; i < g.rows; ++i)
-        for (int64_t c = 0; c < g.cols; ++c)
-          if (g(i, c) > thr) any_active[l][c] = true;
+        for (int64_t c = 0; c < g.cols; ++c) {
+          if (g(i, c) > thr) any_active[l][c] = true, on_count[l][c] += 1;
+          ci_sum[l][c] += g(i, c);
+        }
     }
   }
 
@@ -121,6 +126,11 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
     for (bool a : any_active[l]) e.alive += a;
     const LayerComponents& own = L.tied_src >= 0 ? cm.layers[(size_t)L.tied_src] : L;  // tied: same norms
     e.large_norm = large_norm_components(to_mat(own.V), to_mat(own.U), 0.1, group);
+    e.norm = component_norms(to_mat(own.V), to_mat(own.U), group);
+    for (size_t c = 0; c < on_count[l].size(); ++c) {
+      e.ci_freq.push_back(on_count[l][c] / (double)rows[l]);
+      e.ci_mean.push_back(ci_sum[l][c] / (double)rows[l]);
+    }
     if (nf > 0) {
       e.ci_onehot = to_mat(onehot_on[l]);
       auto it = dense_k.find(L.name);

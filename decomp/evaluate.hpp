@@ -19,6 +19,9 @@ struct LayerEval {
   double ci_l0 = 0;             // on the evaluation batch (threshold cfg.ci_threshold)
   int64_t alive = 0;            // components with CI > threshold on any evaluation example
   int64_t large_norm = 0;       // subcomponents with ||u_c v_c^T|| > 0.1 max_c' (large_norm_components)
+  std::vector<double> norm;     // per component: ||P_c||_F (component_norms)
+  std::vector<double> ci_freq;  // per component: fraction of evaluation examples with CI > threshold
+  std::vector<double> ci_mean;  // per component: mean CI over the evaluation batch
   int64_t identity_error = -1;  // on one-hot inputs scaled by 0.75 (-1: not applicable)
   int64_t dense_k = -1, dense_k_error = -1;  // when the config names k for this layer
   BlockCoverage block_coverage;               // of that dense-k block (dense_k >= 0 only)

@@ -123,11 +123,9 @@ void component_row(const Mat& V, const Mat& U, int64_t c, int64_t m, int64_t j, 
   }
 }
 
-// large[c]: ||P_c||_F > rel * max_c' of the same (and max > 0). m = 1: ||V[:, c]|| ||U[c, :]||.
-static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel, int64_t m) {
+std::vector<double> component_norms(const Mat& V, const Mat& U, int64_t m) {
   const int64_t C = V.cols / m;
   std::vector<double> norm((size_t)C, 0.0), row;
-  double largest = 0;
   for (int64_t c = 0; c < C; ++c) {
     double n2 = 0;
     for (int64_t j = 0; j < V.rows; ++j) {
@@ -135,8 +133,15 @@ static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel,
       for (double x : row) n2 += x * x;
     }
     norm[(size_t)c] = std::sqrt(n2);
-    largest = std::max(largest, norm[(size_t)c]);
   }
+  return norm;
+}
+
+// large[c]: ||P_c||_F > rel * max_c' of the same (and max > 0). m = 1: ||V[:, c]|| ||U[c, :]||.
+static std::vector<bool> large_norm_mask(const Mat& V, const Mat& U, double rel, int64_t m) {
+  const std::vector<double> norm = component_norms(V, U, m);
+  double largest = 0;
+  for (double n : norm) largest = std::max(largest, n);
   std::vector<bool> large(norm.size());
   for (size_t c = 0; c < norm.size(); ++c) large[c] = largest > 0 && norm[c] > rel * largest;
   return large;

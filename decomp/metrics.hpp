@@ -32,6 +32,8 @@ int64_t alive_components(const Mat& ci, double threshold);
 // m > 1: component c is the columns [c m, (c + 1) m) (APD's rank-m components), its norm
 // ||V_c U_c||_F.
 int64_t large_norm_components(const Mat& V, const Mat& U, double rel = 0.1, int64_t m = 1);
+// The norms themselves, ||P_c||_F per component c (V.cols / m of them).
+std::vector<double> component_norms(const Mat& V, const Mat& U, int64_t m = 1);
 
 // Identity pattern: ci [n, C] from one-hot inputs (row i = feature i). Columns permuted by
 // Hungarian matching to maximise the diagonal; errors = diagonal entries < 0.9 plus

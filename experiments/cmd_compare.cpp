@@ -10,49 +10,31 @@
 
 #include "autodiff/fileio.hpp"
 #include "experiments/cli.hpp"
-#include "models/config.hpp"
+#include "experiments/run_summary.hpp"
 
 namespace {
 
 using nlohmann::json;
-
-std::string fixed(const json& v, int digits) {
-  if (!v.is_number()) return "-";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v.get<double>());
-  return buf;
-}
-
-// Per decomposed layer "a / b / c" of one metrics field ("-" where a layer lacks it).
-std::string per_layer(const json& layers, const char* key) {
-  std::string s;
-  bool any = false;
-  for (auto it = layers.begin(); it != layers.end(); ++it) {
-    s += (s.empty() ? "" : " / ") + (it->contains(key) ? (*it)[key].dump() : std::string("-"));
-    any = any || it->contains(key);
-  }
-  return any ? s : "-";
-}
+using pd::fixed;
+using pd::per_layer;
 
 struct Row {
   std::string target, method, cells;
 };
 
 Row row_of(const std::string& dir) {
-  const std::string file = dir + "/metrics.json";
-  const json m = models::read_json_file(file);
-  for (const char* k : {"layers", "target", "steps"})
-    if (!m.contains(k)) ad::fail(file + ": " + k + ": missing (not a pd decompose metrics.json)");
+  const pd::RunSummary run = pd::read_run(dir);
+  const json& m = run.metrics;
   const json& layers = m["layers"];
   std::string dense = per_layer(layers, "dense_k_error");
   if (m.contains("dense_k_groups"))
     for (auto it = m["dense_k_groups"].begin(); it != m["dense_k_groups"].end(); ++it)
       dense += "; " + it.key() + " " + (*it).value("dense_k_error", json()).dump();
   Row r;
-  r.target = m["target"].get<std::string>();
-  r.method = m.value("method", std::string("spd"));
+  r.target = run.target;
+  r.method = run.method;
   std::string names;  // the order of every per-layer column
-  for (auto it = layers.begin(); it != layers.end(); ++it) names += (names.empty() ? "" : " / ") + it.key();
+  for (const std::string& l : run.layers) names += (names.empty() ? "" : " / ") + l;
   std::ostringstream c;
   c << "| " << r.target << " | " << r.method << " | " << m.value("seed", json()).dump() << " | " << fixed(m.value("mmcs", json()), 4)
     << " | " << fixed(m.value("ml2r", json()), 4) << " | " << names << " | " << per_layer(layers, "identity_ci_error") << " | " << dense

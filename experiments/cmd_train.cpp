@@ -5,11 +5,13 @@
 //   model.safetensors    the weights, with the model config in the metadata
 //   metrics.json         final losses / task metrics, wall time, steps/s (tokens/s)
 //   curve.csv            step,loss,lr,time_s
+//   report.html          curves and metrics as one self-contained page (pd report DIR rebuilds it)
 //   checkpoint.safetensors  (with --stop-after or train.checkpoint_every) weights + AdamW state
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "experiments/cli.hpp"
+#include "experiments/report_html.hpp"
 #include "models/train.hpp"
 
 static std::string stem_of(const std::string& path) {
@@ -45,6 +47,8 @@ static int cmd_train(int argc, char** argv) {
   std::fprintf(stderr, "train: %s (%s) -> %s\n", config.c_str(), cfg.model.at("type").get<std::string>().c_str(), out.c_str());
   models::TrainResult r = models::train(cfg, opts);
   std::printf("%s\n", r.metrics.dump().c_str());
+  if (r.steps_done >= r.metrics.value("steps_total", int64_t(0)))  // finished: metrics.json written
+    std::fprintf(stderr, "report: %s\n", pd::write_train_report(out).c_str());
   return 0;
 }
 

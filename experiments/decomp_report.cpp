@@ -151,6 +151,34 @@ void write_plots(const decomp::Decomposition& spd, const decomp::EvalResult& ev,
   }
 }
 
+void write_components_json(const decomp::Decomposition& spd, const decomp::EvalResult& ev, const std::string& dir) {
+  json layers = json::array();
+  for (const decomp::LayerEval& e : ev.layers) {
+    const decomp::Mat& ci = e.ci_onehot;
+    json serves = json::array(), onehot_max = json::array();
+    for (int64_t c = 0; c < ci.cols; ++c) {
+      double mx = 0;
+      for (int64_t i = 0; i < ci.rows; ++i) mx = std::max(mx, ci(i, c));
+      onehot_max.push_back(mx);
+      serves.push_back(json::array());
+    }
+    for (int64_t i = 0; i < ci.rows; ++i) {  // feature i -> its argmax component
+      int64_t best = 0;
+      for (int64_t c = 1; c < ci.cols; ++c)
+        if (ci(i, c) > ci(i, best)) best = c;
+      if (ci.cols > 0 && ci(i, best) > spd.cfg.ci_threshold) serves[(size_t)best].push_back(i);
+    }
+    json l = {{"name", e.name}, {"norm", e.norm}, {"ci_freq", e.ci_freq}, {"ci_mean", e.ci_mean}};
+    if (ci.rows > 0) l["onehot_max_ci"] = onehot_max, l["serves_features"] = serves;
+    layers.push_back(l);
+  }
+  json j = {{"method", spd.method_name()},
+            {"ci_threshold", spd.cfg.ci_threshold},
+            {"ablation_effect", "not computed"},
+            {"layers", layers}};
+  ad::write_file_atomic(dir + "/components.json", j.dump() + "\n");
+}
+
 std::string result_table(const decomp::Decomposition& spd, const decomp::EvalResult& ev, double wall_s) {
   std::ostringstream o;
   o << (spd.cfg.method == decomp::Method::apd ? "APD" : "SPD") << " decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps

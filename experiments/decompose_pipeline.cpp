@@ -15,6 +15,7 @@
 #include "decomp/run/files.hpp"
 #include "decomp/run/target.hpp"
 #include "experiments/decomp_report.hpp"
+#include "experiments/report_html.hpp"
 #include "models/config.hpp"
 
 namespace pd {
@@ -111,9 +112,11 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
     decomp::save_decomposition(*r.spd, out_dir + "/decomposition.safetensors", saved_cfg, r.fingerprint);
   }
   write_plots(*r.spd, ev, r.log, out_dir);
+  write_components_json(*r.spd, ev, out_dir);
+  write_decompose_report(out_dir);
   std::cout << result_table(*r.spd, ev, wall_s) << "outputs in " << out_dir << "/ (metrics.json, "
             << (save ? "decomposition.safetensors, loss_curves.png, " : "") << "ci_<layer>.png"
-            << (save && m.contains("mmcs") ? ", tms_directions.png" : "") << ")\n";
+            << (save && m.contains("mmcs") ? ", tms_directions.png" : "") << ", components.json, report.html)\n";
 }
 
 void print_progress(int64_t step, int64_t total, const std::map<std::string, double>& v) {

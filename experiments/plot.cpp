@@ -1,7 +1,5 @@
 #include "experiments/plot.hpp"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,8 +10,7 @@
 
 #include "autodiff/error.hpp"
 #include "autodiff/fileio.hpp"
-
-extern char** environ;
+#include "experiments/process.hpp"
 
 namespace pd {
 
@@ -49,25 +46,6 @@ static std::string read_log(const std::string& log) {
   return out;
 }
 
-// Runs `program run_script` with stdin from /dev/null and stdout+stderr into `log`, no shell.
-// Returns the spawn error (0 when it ran) and sets *status to the waitpid status.
-static int run(const std::string& program, const std::string& run_script, const std::string& log, int* status) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  std::string arg0 = program, arg1 = run_script;
-  char* argv[] = {arg0.data(), arg1.data(), nullptr};
-  pid_t pid = 0;
-  const int err = posix_spawnp(&pid, program.c_str(), &fa, nullptr, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (err != 0) return err;
-  while (waitpid(pid, status, 0) < 0)
-    if (errno != EINTR) return errno;
-  return 0;
-}
-
 bool plot_png(const std::string& script_path, const std::string& png, const std::string& terminal,
               const std::string& body, const std::string& program) {
   auto script_for = [&](const std::string& out) {
@@ -80,7 +58,7 @@ bool plot_png(const std::string& script_path, const std::string& png, const std:
                     log = ad::temp_path_for(script_path);
   ad::write_file_atomic(run_script, script_for(tmp_png));
   int status = 0;
-  const int err = run(program, run_script, log, &status);
+  const int err = run_process({program, run_script}, log, "", {}, &status);
   const std::string messages = err == 0 ? read_log(log) : "";
   ::unlink(run_script.c_str());
   ::unlink(log.c_str());

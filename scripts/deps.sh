@@ -4,9 +4,17 @@
 #   scripts/deps.sh          build dependencies (compiler side)
 #   scripts/deps.sh --torch  also PyTorch + numpy, used by the cross-check tests and the
 #                            PyTorch reference benchmarks
+#   scripts/deps.sh --browser  also Debian's chromium, used headless by the report test
+#                            (options combine: --torch --browser)
 set -u
 pkgs=(g++ make libopenblas-dev doctest-dev nlohmann-json3-dev libcli11-dev gnuplot-nox)
-if [ "${1:-}" = "--torch" ]; then pkgs+=(python3-torch python3-numpy); fi
+for opt in "$@"; do
+  case "$opt" in
+    --torch) pkgs+=(python3-torch python3-numpy) ;;
+    --browser) pkgs+=(chromium) ;;
+    *) echo "deps.sh: unknown option $opt (--torch, --browser)" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

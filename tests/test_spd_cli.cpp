@@ -17,40 +17,9 @@
 #include "autodiff/fileio.hpp"
 #include "autodiff/safetensors.hpp"
 #include "experiments/cli.hpp"
-
-static int run_pd(std::vector<std::string> args) {
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  return pd::command_registry().at(args[0]).fn((int)argv.size(), argv.data());
-}
+#include "tests/cli_test_util.hpp"
 
 using nlohmann::json;
-
-static std::string make_tmp_dir() {
-  char tmpl[] = "/tmp/pd_spd_cliXXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  return tmpl;
-}
-
-// dir/tms.json (a TMS 5-2 target trained for 200 steps) and dir/spd.json (30 SPD steps at a
-// constant rate, so the first N steps of this run are the same as an N-step run); returns
-// the SPD config.
-static json write_tiny_tms_configs(const std::string& dir) {
-  json target = json::parse(R"({
-    "model": {"type": "tms", "n_features": 5, "n_hidden": 2, "n_hidden_layers": 0},
-    "data": {"type": "sparse_features", "feature_prob": 0.05, "value_range": [0.0, 1.0], "mode": "at_least_zero"},
-    "train": {"steps": 200, "batch_size": 256, "lr": 0.005, "schedule": "constant", "weight_decay": 0.01, "seed": 0, "log_every": 100}
-  })");
-  ad::write_file_atomic(dir + "/tms.json", target.dump());
-  json spd = json::parse(R"({
-    "seed": 1, "C": 8, "ci_fn": {"type": "mlp", "hidden": [4]}, "delta": true, "eval_batch": 500,
-    "losses": [{"name": "importance_minimality", "coeff": 3e-3, "p": 1}, {"name": "stochastic_recon", "coeff": 1}],
-    "train": {"steps": 30, "batch_size": 128, "lr": 1e-3, "schedule": "constant", "log_every": 10}
-  })");
-  spd["target"] = {{"run_config", dir + "/tms.json"}};
-  ad::write_file_atomic(dir + "/spd.json", spd.dump());
-  return spd;
-}
 
 TEST_CASE("pd decompose --evaluate re-evaluates a saved decomposition exactly; training fields must match") {
   const std::string dir = make_tmp_dir();
