@@ -24,8 +24,10 @@ int spawn_process(const std::vector<std::string>& argv, const std::string& out_p
   for (char** e = environ; *e; ++e) {
     const std::string var = *e;
     bool replaced = false;
-    for (const std::string& x : extra_env)
-      replaced = replaced || var.compare(0, x.find('=') + 1, x, 0, x.find('=') + 1) == 0;
+    for (const std::string& x : extra_env) {
+      const size_t eq = x.find('=');
+      replaced = replaced || (eq != std::string::npos && var.compare(0, eq + 1, x, 0, eq + 1) == 0);
+    }
     if (!replaced) env.push_back(var);
   }
   env.insert(env.end(), extra_env.begin(), extra_env.end());

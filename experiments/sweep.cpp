@@ -91,7 +91,7 @@ void set_dotted(json& cfg, const std::string& key, const json& v, const std::str
     if (part.empty()) ad::fail(source + ": --set key '" + key + "': empty part");
     const bool last = dot == std::string::npos;
     if (node->is_array()) {
-      if (part.find_first_not_of("0123456789") != std::string::npos || std::stoul(part) >= node->size())
+      if (part.size() > 9 || part.find_first_not_of("0123456789") != std::string::npos || std::stoul(part) >= node->size())
         ad::fail(source + ": --set key '" + key + "': '" + part + "' is not an index of that array");
       node = &(*node)[std::stoul(part)];
     } else if (node->is_object()) {
