@@ -1,6 +1,7 @@
 #include "decomp/evaluate.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace decomp {
 
@@ -162,6 +163,49 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
     r.groups.push_back(ge);
   }
   return r;
+}
+
+// Components of one layer to ablate: the largest-norm ones above the floor, at most `most`.
+static std::vector<int64_t> ablated(const std::vector<double>& norm, double rel_floor, int64_t most) {
+  double largest = 0;
+  for (double v : norm) largest = std::max(largest, v);
+  std::vector<int64_t> c;
+  for (size_t i = 0; i < norm.size(); ++i)
+    if (largest > 0 && norm[i] > rel_floor * largest) c.push_back((int64_t)i);
+  std::stable_sort(c.begin(), c.end(), [&](int64_t a, int64_t b) { return norm[(size_t)a] > norm[(size_t)b]; });
+  if ((int64_t)c.size() > most) c.resize((size_t)most);
+  return c;
+}
+
+std::vector<std::vector<double>> ablation_effects(const Decomposition& spd, const std::vector<LayerEval>& layers,
+                                                  ad::Rng& rng, int64_t n, double rel_floor, int64_t max_per_layer) {
+  ad::NoGradGuard ng;
+  const ComponentModel& cm = spd.cm;
+  const Batch b = spd.target.sample(n, rng);
+  const StepState st = spd.prepare(b, rng);
+  TargetPassCache* cache = spd.reuse_target_pass ? &st.cache : nullptr;
+  std::vector<LayerMask> masks(cm.layers.size());
+  for (size_t l = 0; l < masks.size(); ++l) {
+    std::vector<int64_t> s = st.inputs[l].shape().to_vector();  // [..., d_in] -> [..., C]
+    s.back() = cm.layers[l].C;
+    masks[l].m = ad::ones(ad::Shape::from_vector(s), st.inputs[l].dtype());
+  }
+  const double base = spd.distance(spd.forward_masked(b, masks, cache), st.target_out).item();
+  const int64_t m = cm.opt.group;  // columns per component
+  std::vector<std::vector<double>> out(cm.layers.size());
+  for (size_t l = 0; l < cm.layers.size(); ++l) {
+    const int64_t cols = cm.layers[l].C, rows = masks[l].m.numel() / cols;
+    out[l].assign((size_t)(cols / m), NAN);
+    const ad::Tensor all_on = masks[l].m;
+    for (int64_t c : ablated(layers[l].norm, rel_floor, max_per_layer)) {
+      masks[l].m = ad::ones(all_on.shape(), all_on.dtype());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = c * m; k < (c + 1) * m; ++k) masks[l].m.set_item(r * cols + k, 0.0);
+      out[l][(size_t)c] = spd.distance(spd.forward_masked(b, masks, cache), st.target_out).item() - base;
+    }
+    masks[l].m = all_on;
+  }
+  return out;
 }
 
 }  // namespace decomp

@@ -65,6 +65,15 @@ void check_dense_k(const Target& target, const std::map<std::string, int64_t>& d
 EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::string, int64_t>& dense_k = {},
                     const std::vector<DenseKGroup>& groups = {});
 
+// Per layer (cm.layers' order) and component: how much the output distance to the target (the
+// unmasked_recon distance, on a batch of n fresh examples) grows when that component alone is
+// masked out and every other component of every layer stays on. Measured for each layer's
+// max_per_layer largest-norm components with norm above rel_floor of the layer's largest
+// (`layers` gives the norms); NaN for the others. One masked forward pass per measured component.
+std::vector<std::vector<double>> ablation_effects(const Decomposition& spd, const std::vector<LayerEval>& layers,
+                                                  ad::Rng& rng, int64_t n, double rel_floor = 0.01,
+                                                  int64_t max_per_layer = 200);
+
 // The one-hot CI matrices of several layers side by side: [n, C_1 + C_2 + ...].
 Mat join_columns(const std::vector<const Mat*>& parts);
 

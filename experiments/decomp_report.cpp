@@ -151,9 +151,12 @@ void write_plots(const decomp::Decomposition& spd, const decomp::EvalResult& ev,
   }
 }
 
-void write_components_json(const decomp::Decomposition& spd, const decomp::EvalResult& ev, const std::string& dir) {
+void write_components_json(const decomp::Decomposition& spd, const decomp::EvalResult& ev,
+                           const std::vector<std::vector<double>>& ablation, int64_t ablation_batch,
+                           const std::string& dir) {
   json layers = json::array();
-  for (const decomp::LayerEval& e : ev.layers) {
+  for (size_t li = 0; li < ev.layers.size(); ++li) {
+    const decomp::LayerEval& e = ev.layers[li];
     const decomp::Mat& ci = e.ci_onehot;
     json serves = json::array(), onehot_max = json::array();
     for (int64_t c = 0; c < ci.cols; ++c) {
@@ -170,11 +173,16 @@ void write_components_json(const decomp::Decomposition& spd, const decomp::EvalR
     }
     json l = {{"name", e.name}, {"norm", e.norm}, {"ci_freq", e.ci_freq}, {"ci_mean", e.ci_mean}};
     if (ci.rows > 0) l["onehot_max_ci"] = onehot_max, l["serves_features"] = serves;
+    if (li < ablation.size()) {
+      json a = json::array();
+      for (double v : ablation[li]) a.push_back(std::isfinite(v) ? json(v) : json());
+      l["ablation_effect"] = a;
+    }
     layers.push_back(l);
   }
   json j = {{"method", spd.method_name()},
             {"ci_threshold", spd.cfg.ci_threshold},
-            {"ablation_effect", "not computed"},
+            {"ablation_batch", ablation_batch},
             {"layers", layers}};
   ad::write_file_atomic(dir + "/components.json", j.dump() + "\n");
 }

@@ -112,7 +112,11 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
     decomp::save_decomposition(*r.spd, out_dir + "/decomposition.safetensors", saved_cfg, r.fingerprint);
   }
   write_plots(*r.spd, ev, r.log, out_dir);
-  write_components_json(*r.spd, ev, out_dir);
+  // Ablation effects on a batch of their own (the evaluation's numbers stay as they were).
+  ad::Rng ablation_rng(eval_seed(r.sc) + 1);
+  const int64_t ablation_batch = r.lt.target.n_features > 0 ? 1000 : 8;
+  write_components_json(*r.spd, ev, decomp::ablation_effects(*r.spd, ev.layers, ablation_rng, ablation_batch),
+                        ablation_batch, out_dir);
   write_decompose_report(out_dir);
   std::cout << result_table(*r.spd, ev, wall_s) << "outputs in " << out_dir << "/ (metrics.json, "
             << (save ? "decomposition.safetensors, loss_curves.png, " : "") << "ci_<layer>.png"

@@ -142,6 +142,8 @@ std::string component_table(const json& L, size_t index, bool apd) {
     std::vector<H::Cell> row = {H::num((double)c), H::num(n), H::num(largest > 0 ? n / largest : NAN, -3),
                                 H::num(c < L["ci_freq"].size() ? L["ci_freq"][c].get<double>() : NAN, -4),
                                 H::num(c < L["ci_mean"].size() ? L["ci_mean"][c].get<double>() : NAN, -4)};
+    const bool has_ablation = L.contains("ablation_effect") && c < L["ablation_effect"].size();
+    row.push_back(H::num(has_ablation && L["ablation_effect"][c].is_number() ? L["ablation_effect"][c].get<double>() : NAN));
     if (onehot) {
       row.push_back(H::num(L["onehot_max_ci"][c].get<double>(), -3));
       std::string f;
@@ -154,7 +156,7 @@ std::string component_table(const json& L, size_t index, bool apd) {
     rows.push_back(row);
   }
   std::vector<std::string> head = {"component", "norm", "norm / max", apd ? "top-k freq" : "CI freq",
-                                   apd ? "mean kept" : "mean CI"};
+                                   apd ? "mean kept" : "mean CI", "ablation effect"};
   if (onehot) head.insert(head.end(), {"max one-hot CI", "serves features"});
   return "<h3>" + H::escape(name) + "</h3>\n" + H::table("components-" + std::to_string(index), head, rows, 50);
 }
@@ -170,7 +172,10 @@ std::string components_section(const std::string& dir, bool apd) {
        "over the evaluation batch (CI &gt; " +
        H::escape(c.value("ci_threshold", json()).dump()) +
        "); &ldquo;serves features&rdquo;: the one-hot inputs whose largest CI is this component's. Ablation effect: "
-       "not computed (one extra forward pass per component).</p>\n";
+       "how much the output MSE to the target grows when this component alone is masked out (all others on), on " +
+       H::escape(c.value("ablation_batch", json()).dump()) +
+       " fresh examples; &ldquo;-&rdquo; for components below 1% of the layer's largest norm (or past the 200 "
+       "largest), which are not measured.</p>\n";
   for (size_t i = 0; i < c["layers"].size(); ++i) {
     const json& L = c["layers"][i];
     for (const char* k : {"norm", "ci_freq", "ci_mean"})

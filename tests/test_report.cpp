@@ -77,6 +77,9 @@ TEST_CASE("report.html: written by pd decompose with table, heatmaps, components
   CHECK(comp["layers"].size() == 2);
   CHECK(comp["layers"][0]["norm"].size() == 8);
   CHECK(comp["layers"][0]["serves_features"].size() == 8);
+  REQUIRE(comp["layers"][1]["ablation_effect"].size() == 8);
+  CHECK(comp["layers"][1]["ablation_effect"][0].is_number());  // measured for the components with norm
+  CHECK(comp["ablation_batch"] == 1000);
 
   std::filesystem::remove(run + "/report.html");
   REQUIRE(run_pd({"report", run}) == 0);
@@ -188,7 +191,7 @@ TEST_CASE("report.html renders in headless Chromium: no console errors; table, h
   for (const char* id : {"components-0", "components-1"}) {
     const std::string t = element(r.dom, "table", id);
     CHECK(count_of(t, "<tr") == 9);
-    CHECK(count_of(t, "<td") == 8 * 7);
+    CHECK(count_of(t, "<td") == 8 * 8);
   }
 }
 
