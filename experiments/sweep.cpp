@@ -160,6 +160,24 @@ std::vector<std::string> child_args(const SweepOptions& o, const Job& j, const s
 
 namespace {
 
+// A finished run found in the sweep folder must have been made with the grid point's config
+// (seed and --steps applied; target checkpoint and checkpoint frequency aside), else the sweep
+// would summarise a stale run.
+void require_made_with(const std::string& run_dir, json cfg, int64_t seed, int64_t steps) {
+  const std::string file = run_dir + "/metrics.json";
+  json made = models::read_json_file(file).value("config", json::object());
+  cfg["seed"] = seed;
+  if (steps >= 0) cfg["train"]["steps"] = steps;
+  for (json* c : {&cfg, &made}) {
+    if (c->contains("target") && (*c)["target"].is_object()) (*c)["target"].erase("checkpoint");
+    if (c->contains("train") && (*c)["train"].is_object()) (*c)["train"].erase("checkpoint_every");
+  }
+  const json diff = json::diff(made, cfg);
+  if (!diff.empty())
+    ad::fail(file + ": this finished run was made with another config (first difference at " +
+             diff[0].value("path", std::string("?")) + "); use another --out or remove the run folder");
+}
+
 // The grid's configs written to out/configs/<point>.json, and the runs still to do.
 std::vector<Job> plan(const SweepOptions& o, const std::vector<GridPoint>& grid, int* finished) {
   ad::prepare_output_dir(o.out_dir + "/configs");
@@ -175,8 +193,12 @@ std::vector<Job> plan(const SweepOptions& o, const std::vector<GridPoint>& grid,
     for (int64_t s : o.seeds) {
       Job j{g.name, o.out_dir + "/" + g.name + "/seed_" + std::to_string(s),
             o.out_dir + "/logs/" + g.name + "_seed_" + std::to_string(s) + ".log", s};
-      if (std::filesystem::exists(j.run_dir + "/metrics.json")) ++*finished;
-      else todo.push_back(j);
+      if (std::filesystem::exists(j.run_dir + "/metrics.json")) {
+        require_made_with(j.run_dir, cfg, s, o.steps);
+        ++*finished;
+      } else {
+        todo.push_back(j);
+      }
     }
   }
   return todo;

@@ -237,6 +237,12 @@ TEST_CASE("pd sweep: an interrupted sweep resumes to the summary of an uninterru
   REQUIRE(run_pd(with({"--out", dir + "/a"})) == 0);
   CHECK(std::filesystem::last_write_time(dir + "/a/base/seed_0/metrics.json") == before);
   CHECK(without_times(ad::read_file(dir + "/a/summary.csv")) == a);
+
+  // The same folder with another config: its finished runs are not taken for the new config's.
+  json other = json::parse(ad::read_file(dir + "/spd.json"));
+  other["C"] = 6;
+  ad::write_file_atomic(dir + "/spd.json", other.dump());
+  CHECK(run_pd(with({"--out", dir + "/a"})) == 1);
 }
 
 TEST_CASE("pd sweep: grid points, seeds and --set syntax") {
