@@ -195,6 +195,33 @@ TEST_CASE("report.html renders in headless Chromium: no console errors; table, h
   }
 }
 
+TEST_CASE("the page script in headless Chromium: a header click sorts numerically, the cap follows, show all lifts it") {
+  const std::string chromium = find_chromium();
+  if (chromium.empty()) return;  // said loudly (or failed, as root) by the test above
+  const std::string dir = make_tmp_dir();
+  std::vector<std::vector<pd::html::Cell>> rows;
+  for (int i = 0; i < 60; ++i) rows.push_back({pd::html::num((i * 37) % 60), pd::html::text("r" + std::to_string(i))});
+  const std::string body = pd::html::table("a", {"v", "name"}, rows, 50) + pd::html::table("b", {"v", "name"}, rows, 50) +
+                           "<script>window.addEventListener('load', function() {"
+                           "pdSort(document.querySelector('#a th')); pdSort(document.querySelector('#b th'));"
+                           "pdSort(document.querySelector('#b th')); pdAll(document.querySelector('button[data-table=b]'));"
+                           "});</script>";
+  ad::write_file_atomic(dir + "/sort.html", pd::html::page("sort", body));
+  const Rendered r = render(chromium, dir + "/sort.html", dir);
+  CHECK(r.console.empty());
+  const std::string a = r.dom.substr(r.dom.find("id=\"a\""), r.dom.find("id=\"b\"") - r.dom.find("id=\"a\""));
+  const std::string b = r.dom.substr(r.dom.find("id=\"b\""));
+  // a: ascending, 0 1 2 ... (10 before 9 would be a text sort), rows past 50 capped again
+  CHECK(a.find("data-v=\"0\">0</td>") < a.find("data-v=\"1\">1</td>"));
+  CHECK(a.find("data-v=\"9\">9</td>") < a.find("data-v=\"10\">10</td>"));
+  CHECK(count_of(a, "<tr class=\"capped\">") == 10);
+  CHECK(a.find("data-v=\"49\">") < a.find("<tr class=\"capped\">"));
+  CHECK(a.find("data-v=\"50\">") > a.find("<tr class=\"capped\">"));
+  // b: clicked twice (descending), then show all: nothing capped
+  CHECK(b.find("data-v=\"59\">59</td>") < b.find("data-v=\"58\">58</td>"));
+  CHECK(count_of(b, "<tr class=\"capped\">") == 0);
+}
+
 TEST_CASE("pd sweep: an interrupted sweep resumes to the summary of an uninterrupted one") {
   const std::string dir = make_tmp_dir();
   write_tiny_tms_configs(dir);
