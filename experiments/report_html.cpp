@@ -128,7 +128,7 @@ std::string plots_section(const RunSummary& r) {
 // One component table: norm, CI frequency / mean, one-hot CI and the features served.
 std::string component_table(const json& L, size_t index, bool apd) {
   const std::string name = L.value("name", std::string("?"));
-  const json& norm = L["norm"];
+  const json& norm = L.at("norm");
   double largest = 0;
   for (const json& v : norm) largest = std::max(largest, v.get<double>());
   const bool onehot = L.contains("serves_features");
@@ -140,16 +140,17 @@ std::string component_table(const json& L, size_t index, bool apd) {
   for (size_t c : order) {
     const double n = norm[c].get<double>();
     std::vector<H::Cell> row = {H::num((double)c), H::num(n), H::num(largest > 0 ? n / largest : NAN, -3),
-                                H::num(c < L["ci_freq"].size() ? L["ci_freq"][c].get<double>() : NAN, -4),
-                                H::num(c < L["ci_mean"].size() ? L["ci_mean"][c].get<double>() : NAN, -4)};
-    const bool has_ablation = L.contains("ablation_effect") && c < L["ablation_effect"].size();
-    row.push_back(H::num(has_ablation && L["ablation_effect"][c].is_number() ? L["ablation_effect"][c].get<double>() : NAN));
+                                H::num(c < L.at("ci_freq").size() ? L.at("ci_freq").at(c).get<double>() : NAN, -4),
+                                H::num(c < L.at("ci_mean").size() ? L.at("ci_mean").at(c).get<double>() : NAN, -4)};
+    const bool has_ablation = L.contains("ablation_effect") && c < L.at("ablation_effect").size() &&
+                              L.at("ablation_effect").at(c).is_number();
+    row.push_back(H::num(has_ablation ? L.at("ablation_effect").at(c).get<double>() : NAN));
     if (onehot) {
-      row.push_back(H::num(L["onehot_max_ci"][c].get<double>(), -3));
+      row.push_back(H::num(L.at("onehot_max_ci").at(c).get<double>(), -3));
       std::string f;
-      for (const json& i : L["serves_features"][c]) f += (f.empty() ? "" : " ") + i.dump();
+      for (const json& i : L.at("serves_features").at(c)) f += (f.empty() ? "" : " ") + i.dump();
       H::Cell cell = H::text(f);
-      cell.sort = f.empty() ? "" : L["serves_features"][c][0].dump();
+      cell.sort = f.empty() ? "" : L.at("serves_features").at(c).at(0).dump();
       cell.numeric = true;
       row.push_back(cell);
     }
@@ -178,9 +179,14 @@ std::string components_section(const std::string& dir, bool apd) {
        "largest), which are not measured.</p>\n";
   for (size_t i = 0; i < c["layers"].size(); ++i) {
     const json& L = c["layers"][i];
+    const std::string where = file + ": layers[" + std::to_string(i) + "]";
     for (const char* k : {"norm", "ci_freq", "ci_mean"})
-      if (!L.contains(k) || !L[k].is_array()) ad::fail(file + ": layers[" + std::to_string(i) + "]." + k + ": missing");
-    s += component_table(L, i, apd);
+      if (!L.is_object() || !L.contains(k) || !L[k].is_array()) ad::fail(where + "." + k + ": missing or not an array");
+    try {
+      s += component_table(L, i, apd);
+    } catch (const json::exception& e) {
+      ad::fail(where + ": malformed (" + e.what() + ")");
+    }
   }
   return s;
 }
@@ -207,9 +213,13 @@ std::string write_decompose_report(const std::string& dir) {
   const std::string title = method + " decomposition of " + r.target;
   std::string body = "<h1>" + H::escape(title) + "</h1>\n<p>" + H::escape(run_line(m)) + "; folder " +
                      H::escape(dir) + "</p>\n";
-  body += result_section(r);
-  body += "<h2>Loss curves</h2>\n" + curves_section(dir + "/loss_curves.csv", "loss terms (unweighted), log scale", {});
-  body += plots_section(r);
+  try {
+    body += result_section(r);
+    body += "<h2>Loss curves</h2>\n" + curves_section(dir + "/loss_curves.csv", "loss terms (unweighted), log scale", {});
+    body += plots_section(r);
+  } catch (const json::exception& e) {
+    ad::fail(dir + "/metrics.json: malformed (" + std::string(e.what()) + ")");
+  }
   body += components_section(dir, r.method == "apd");
   body += config_section(m.value("config", json::object()));
   const std::string path = dir + "/report.html";

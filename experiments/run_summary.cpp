@@ -25,7 +25,10 @@ RunSummary read_run(const std::string& dir) {
   if (!m["target"].is_string()) ad::fail(file + ": target: not a string");
   r.target = m["target"].get<std::string>();
   r.method = m.value("method", std::string("spd"));
-  for (auto it = m["layers"].begin(); it != m["layers"].end(); ++it) r.layers.push_back(it.key());
+  for (auto it = m["layers"].begin(); it != m["layers"].end(); ++it) {
+    if (!it->is_object()) ad::fail(file + ": layers." + it.key() + ": not an object");
+    r.layers.push_back(it.key());
+  }
   return r;
 }
 

@@ -87,6 +87,15 @@ TEST_CASE("report.html: written by pd decompose with table, heatmaps, components
 
   // Bad input names the folder or the file.
   CHECK_THROWS_WITH_AS(pd::write_report(run + "/nope"), doctest::Contains((run + "/nope").c_str()), ad::Error);
+  const std::string components = ad::read_file(run + "/components.json");
+  json broken = json::parse(components);
+  broken["layers"][1]["onehot_max_ci"] = json::array();  // shorter than C
+  ad::write_file_atomic(run + "/components.json", broken.dump());
+  CHECK_THROWS_WITH_AS(pd::write_report(run), doctest::Contains((run + "/components.json: layers[1]: malformed").c_str()),
+                       ad::Error);
+  broken["layers"][0].erase("norm");
+  ad::write_file_atomic(run + "/components.json", broken.dump());
+  CHECK_THROWS_WITH_AS(pd::write_report(run), doctest::Contains("layers[0].norm: missing"), ad::Error);
   ad::write_file_atomic(run + "/metrics.json", "{\"layers\": ");
   CHECK_THROWS_WITH_AS(pd::write_report(run), doctest::Contains((run + "/metrics.json").c_str()), ad::Error);
   ad::write_file_atomic(run + "/metrics.json", "{\"layers\": {}}");
