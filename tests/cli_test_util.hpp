@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,18 @@ inline std::string make_tmp_dir() {
   REQUIRE(mkdtemp(tmpl) != nullptr);
   return tmpl;
 }
+
+// A fresh temporary folder removed with everything in it when the test case ends.
+struct ScopedTmpDir {
+  std::string path = make_tmp_dir();
+  ScopedTmpDir() = default;
+  ScopedTmpDir(const ScopedTmpDir&) = delete;
+  ScopedTmpDir& operator=(const ScopedTmpDir&) = delete;
+  ~ScopedTmpDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
 
 // dir/tms.json (a TMS 5-2 target trained for 200 steps) and dir/spd.json (30 SPD steps at a
 // constant rate, so the first N steps of this run are the same as an N-step run); returns

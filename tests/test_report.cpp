@@ -57,7 +57,8 @@ TEST_CASE("html: escaping, base64, capped sortable tables") {
 }
 
 TEST_CASE("report.html: written by pd decompose with table, heatmaps, components; pd report rebuilds it") {
-  const std::string run = tiny_run(make_tmp_dir());
+  const ScopedTmpDir tmp;
+  const std::string run = tiny_run(tmp.path);
   const std::string page = ad::read_file(run + "/report.html");
   const std::string result = element(page, "table", "result-table");
   CHECK(count_of(result, "<tr>") == 3);  // header, linear1, linear2
@@ -104,7 +105,8 @@ TEST_CASE("report.html: written by pd decompose with table, heatmaps, components
 }
 
 TEST_CASE("report.html of pd train: metrics and the training curve") {
-  const std::string dir = make_tmp_dir();
+  const ScopedTmpDir tmp;
+  const std::string& dir = tmp.path;
   write_tiny_tms_configs(dir);
   REQUIRE(run_pd({"train", dir + "/tms.json", "--out", dir + "/t", "--quiet"}) == 0);
   const std::string page = ad::read_file(dir + "/t/report.html");
@@ -113,7 +115,8 @@ TEST_CASE("report.html of pd train: metrics and the training curve") {
 }
 
 TEST_CASE("pd report --compare: one page and one CSV, config differences highlighted") {
-  const std::string dir = make_tmp_dir();
+  const ScopedTmpDir tmp;
+  const std::string& dir = tmp.path;
   json spd = write_tiny_tms_configs(dir);
   spd["C"] = 6;
   ad::write_file_atomic(dir + "/spd6.json", spd.dump());
@@ -176,7 +179,8 @@ TEST_CASE("report.html renders in headless Chromium: no console errors; table, h
     if (required) FAIL("chromium is missing although this is root (or PD_REQUIRE_BROWSER is set): scripts/deps.sh --browser installs it");
     return;
   }
-  const std::string dir = make_tmp_dir();
+  const ScopedTmpDir tmp;
+  const std::string& dir = tmp.path;
   const std::string run = tiny_run(dir);
 
   // The check can fail: a page with a script error and a console message is caught.
@@ -207,7 +211,8 @@ TEST_CASE("report.html renders in headless Chromium: no console errors; table, h
 TEST_CASE("the page script in headless Chromium: a header click sorts numerically, the cap follows, show all lifts it") {
   const std::string chromium = find_chromium();
   if (chromium.empty()) return;  // said loudly (or failed, as root) by the test above
-  const std::string dir = make_tmp_dir();
+  const ScopedTmpDir tmp;
+  const std::string& dir = tmp.path;
   std::vector<std::vector<pd::html::Cell>> rows;
   for (int i = 0; i < 60; ++i) rows.push_back({pd::html::num((i * 37) % 60), pd::html::text("r" + std::to_string(i))});
   const std::string body = pd::html::table("a", {"v", "name"}, rows, 50) + pd::html::table("b", {"v", "name"}, rows, 50) +
@@ -232,7 +237,8 @@ TEST_CASE("the page script in headless Chromium: a header click sorts numericall
 }
 
 TEST_CASE("pd sweep: an interrupted sweep resumes to the summary of an uninterrupted one") {
-  const std::string dir = make_tmp_dir();
+  const ScopedTmpDir tmp;
+  const std::string& dir = tmp.path;
   write_tiny_tms_configs(dir);
   const std::string pd_bin = pd_program();
   const std::string why = "no pd program at " + pd_bin + " (PD_BIN)";
@@ -298,7 +304,8 @@ TEST_CASE("pd sweep: grid points, seeds and --set syntax") {
   CHECK_THROWS_WITH_AS(pd::make_grid(base, {pd::parse_set("train.x.y=1")}, "cfg.json"),
                        doctest::Contains("cfg.json: --set key 'train.x.y'"), ad::Error);
   CHECK_THROWS_AS(pd::make_grid(base, {pd::parse_set("losses.3.coeff=1")}, "cfg.json"), ad::Error);
-  const std::string dir = make_tmp_dir();
+  const ScopedTmpDir tmp;
+  const std::string& dir = tmp.path;
   write_tiny_tms_configs(dir);
   CHECK(run_pd({"sweep", dir + "/spd.json", "--seeds", "0", "--set", "no_such_key=1", "--out", dir + "/s"}) == 1);
 }
