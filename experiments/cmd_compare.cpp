@@ -41,16 +41,22 @@ struct Row {
 Row row_of(const std::string& dir) {
   const std::string file = dir + "/metrics.json";
   const json m = models::read_json_file(file);
+  // Read through a ConfigSection for its errors ("<file>: target: expected a string, got ...");
+  // the other fields are shown as they are, so no finish().
+  models::ConfigSection s(m, file, "");
   for (const char* k : {"layers", "target", "steps"})
-    if (!m.contains(k)) ad::fail(file + ": " + k + ": missing (not a pd decompose metrics.json)");
-  const json& layers = m["layers"];
-  std::string dense = per_layer(layers, "dense_k_error");
-  if (m.contains("dense_k_groups"))
-    for (auto it = m["dense_k_groups"].begin(); it != m["dense_k_groups"].end(); ++it)
-      dense += "; " + it.key() + " " + (*it).value("dense_k_error", json()).dump();
+    if (!s.has(k)) s.error(k, "missing (not a pd decompose metrics.json)");
   Row r;
-  r.target = m["target"].get<std::string>();
-  r.method = m.value("method", std::string("spd"));
+  r.target = s.get_string("target");
+  r.method = s.get_string("method", "spd");
+  const json& layers = m["layers"];
+  if (!layers.is_object()) s.error("layers", "expected an object (layer name -> metrics)");
+  std::string dense = per_layer(layers, "dense_k_error");
+  if (s.has("dense_k_groups")) {
+    if (!m["dense_k_groups"].is_object()) s.error("dense_k_groups", "expected an object (group name -> metrics)");
+    for (auto it = m["dense_k_groups"].begin(); it != m["dense_k_groups"].end(); ++it)
+      dense += "; " + ad::clip_for_message(it.key()) + " " + (it->is_object() ? (*it).value("dense_k_error", json()).dump() : "-");
+  }
   std::string names;  // the order of every per-layer column
   for (auto it = layers.begin(); it != layers.end(); ++it) names += (names.empty() ? "" : " / ") + it.key();
   std::ostringstream c;
