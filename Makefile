@@ -4,6 +4,7 @@
 #   make demo       SPD decomposition of TMS 5-2 from scratch: table + plots in runs/demo
 #   make bench      benchmarks (figures only)
 #   make sanitize   build with ASan+UBSan into build-san/ and run the tests there
+#   make fuzz       only the fuzzing suite; FUZZ_SCALE=100 runs 100 times its default cases
 # BUILD=dir picks another build directory (helpers working in parallel use their own).
 
 BUILD    ?= build
@@ -23,12 +24,12 @@ LDLIBS   += -lopenblas -lpthread
 
 LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp decomp/*/*.cpp experiments/*.cpp experiments/*/*.cpp))
 LIB_SRC  := $(filter-out experiments/pd_main.cpp,$(LIB_SRC))
-TEST_SRC := $(sort $(wildcard tests/*.cpp))
+TEST_SRC := $(sort $(wildcard tests/*.cpp tests/fuzz/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
 DEPS_OK  := $(BUILD)/.deps-ok
 
-.PHONY: all test demo bench sanitize clean deps deps-torch
+.PHONY: all test demo bench sanitize fuzz clean deps deps-torch
 all: $(BUILD)/pd $(BUILD)/pd_tests
 
 deps: $(DEPS_OK)
@@ -52,6 +53,11 @@ $(BUILD)/pd_tests: $(LIB_OBJ) $(TEST_OBJ)
 test: all
 	@$(MAKE) --no-print-directory deps-torch
 	$(BUILD)/pd_tests $(TEST_ARGS)
+
+# The fuzzing suite alone (it is also part of make test); FUZZ_SCALE multiplies its case counts.
+FUZZ_SCALE ?= 1
+fuzz: all
+	PD_FUZZ_SCALE=$(FUZZ_SCALE) $(BUILD)/pd_tests -tc='fuzz*' $(TEST_ARGS)
 
 demo: $(BUILD)/pd
 	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo
