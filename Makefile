@@ -57,7 +57,7 @@ test: all
 # The fuzzing suite alone (it is also part of make test); FUZZ_SCALE multiplies its case counts.
 FUZZ_SCALE ?= 1
 fuzz: all
-	PD_FUZZ_SCALE=$(FUZZ_SCALE) $(BUILD)/pd_tests -tc='fuzz*' $(TEST_ARGS)
+	PD_FUZZ_SCALE=$(FUZZ_SCALE) $(BUILD)/pd_tests -tc='fuzz*,crash safety*' $(TEST_ARGS)
 
 demo: $(BUILD)/pd
 	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo

@@ -197,6 +197,8 @@ int evaluate_saved_decomposition(const DecomposeOptions& o) {
     if (it == file.metadata.end())
       ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor a decomposition checkpoint");
     made_with = ad::parse_json(it->second, o.evaluate + ": metadata spd_config");
+    if (!made_with.is_object() || (made_with.contains("target") && !made_with["target"].is_object()))
+      ad::fail(o.evaluate + ": metadata spd_config is not a decomposition config (an object)");
     auto fp = file.metadata.find("target_fingerprint");
     if (fp != file.metadata.end()) made_with_fingerprint = fp->second;
   }

@@ -54,6 +54,8 @@ int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, ad::Tr
   // Everything but how often checkpoints are written must match: a resumed run continues the
   // same schedule with the same data.
   json now = cfg.to_json();
+  if (!saved_run.is_object() || !saved_run.contains("train") || !saved_run["train"].is_object())
+    ad::fail(path + ": metadata \"run_config\" is not a run config (an object with a \"train\" object)");
   saved_run["train"].erase("checkpoint_every");
   now["train"].erase("checkpoint_every");
   const json diff = json::diff(saved_run, now);

@@ -61,6 +61,8 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file)
   SpdCheckpoint ck;
   ck.file = ad::read_checkpoint(path, kDecomposeCheckpointKind, std::move(file));
   ck.config = ad::parse_json(ck.file.meta("config"), path + ": metadata 'config'");
+  if (!ck.config.is_object() || (ck.config.contains("target") && !ck.config["target"].is_object()))
+    ad::fail(path + ": metadata 'config' is not a decomposition config (an object)");
   ck.target_checkpoint = ck.file.meta("target_checkpoint");
   ck.target_fingerprint = ck.file.meta("target_fingerprint");
   return ck;

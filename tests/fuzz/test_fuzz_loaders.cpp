@@ -52,24 +52,30 @@ void judge(const testutil::ChildResult& r, const std::string& path, const std::s
   failures.push_back(label + ": " + bad + ": " + ad::clip_for_message(r.message, 300));
 }
 
-// Mutates each base file `n` times with `mutate` (case i of base b: seed 1000003 b + i) and runs
-// every loader on each variant, in forked children.
+// Mutates each base file with `mutate` (cases 0..n-1, then the `found` ones: cases that failed
+// in longer runs, kept as regressions; case i of base b: seed 1000003 b + i) and runs every
+// loader on each variant, in forked children.
 void fuzz_files(const std::vector<std::string>& bases, const std::vector<Loader>& loaders, int64_t n,
                 const std::function<std::string(const std::string& valid, ad::Rng&)>& mutate, const std::string& target,
-                const std::string& what) {
+                const std::string& what, const std::vector<int64_t>& found = {}) {
+  std::vector<int64_t> cases;
+  for (int64_t i = 0; i < n; ++i) cases.push_back(i);
+  for (int64_t i : found)
+    if (i >= n) cases.push_back(i);
   fuzz::Tally tally;
   std::vector<std::string> failures;
   for (size_t b = 0; b < bases.size(); ++b) {
     const std::string valid = ad::read_file(bases[b]);
     const std::string base = bases[b].substr(bases[b].find_last_of('/') + 1);
     for (const Loader& l : loaders) {
-      const std::vector<testutil::ChildResult> results = testutil::run_cases_in_children(n, [&](int64_t i) {
-        ad::Rng rng(1000003 * b + (uint64_t)i);
-        ad::write_file_atomic(target, mutate(valid, rng));
-        l.load(target);
-      }, kCaseSeconds);
-      for (int64_t i = 0; i < n; ++i)
-        judge(results[(size_t)i], target, base + " seed " + std::to_string(1000003 * b + (uint64_t)i) + " " + l.name,
+      const std::vector<testutil::ChildResult> results =
+          testutil::run_cases_in_children((int64_t)cases.size(), [&](int64_t k) {
+            ad::Rng rng(1000003 * b + (uint64_t)cases[(size_t)k]);
+            ad::write_file_atomic(target, mutate(valid, rng));
+            l.load(target);
+          }, kCaseSeconds);
+      for (size_t k = 0; k < cases.size(); ++k)
+        judge(results[k], target, base + " seed " + std::to_string(1000003 * b + (uint64_t)cases[k]) + " " + l.name,
               tally, failures);
     }
   }
@@ -122,7 +128,7 @@ std::vector<Loader> safetensors_loaders() {
 TEST_CASE("fuzz: mutated safetensors files (model, checkpoints, decomposition) against every loader") {
   const fuzz::Fixtures& fx = fuzz::fixtures();
   fuzz_files(fx.safetensors(), safetensors_loaders(), fuzz::case_count(60), fuzz::mutate_safetensors,
-             fx.dir + "/case.safetensors", "safetensors loaders");
+             fx.dir + "/case.safetensors", "safetensors loaders", {246 /* run_config metadata a number */});
 }
 
 TEST_CASE("fuzz: mutated run configs and decomposition configs against their readers") {
