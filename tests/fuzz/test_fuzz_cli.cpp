@@ -52,7 +52,7 @@ TEST_CASE("fuzz: pd train, decompose (--resume, --evaluate, --target-checkpoint)
   const std::string pd = testutil::sibling_binary("pd");
   ad::prepare_output_dir(fx.dir + "/cli_cmp");
   const std::vector<Scenario> all = scenarios(fx);
-  const int64_t n = fuzz::case_count(3) * (int64_t)all.size();
+  const int64_t n = fuzz::case_count(4) * (int64_t)all.size();
   fuzz::Tally tally;
   std::vector<std::string> failures;
   for (int64_t i = 0; i < n; ++i) {

@@ -127,7 +127,7 @@ std::vector<Loader> safetensors_loaders() {
 
 TEST_CASE("fuzz: mutated safetensors files (model, checkpoints, decomposition) against every loader") {
   const fuzz::Fixtures& fx = fuzz::fixtures();
-  fuzz_files(fx.safetensors(), safetensors_loaders(), fuzz::case_count(60), fuzz::mutate_safetensors,
+  fuzz_files(fx.safetensors(), safetensors_loaders(), fuzz::case_count(120), fuzz::mutate_safetensors,
              fx.dir + "/case.safetensors", "safetensors loaders", {246 /* run_config metadata a number */});
 }
 
@@ -135,7 +135,7 @@ TEST_CASE("fuzz: mutated run configs and decomposition configs against their rea
   const fuzz::Fixtures& fx = fuzz::fixtures();
   auto mutate = [](const std::string& valid, ad::Rng& rng) { return fuzz::mutate_config(json::parse(valid), rng); };
   const Loader run{"load_run_config", [](const std::string& p) { models::load_run_config(p); }};
-  fuzz_files(fx.run_configs, {run}, fuzz::case_count(100), mutate, fx.dir + "/case_run.json", "run configs");
+  fuzz_files(fx.run_configs, {run}, fuzz::case_count(200), mutate, fx.dir + "/case_run.json", "run configs");
   const Loader dec{"decomposition config", [](const std::string& p) {
                      const json cfg = models::read_json_file(p);
                      const decomp::DecompConfig c = decomp::parse_decomp_config(cfg, p);
@@ -143,7 +143,7 @@ TEST_CASE("fuzz: mutated run configs and decomposition configs against their rea
                      ad::Rng rng(0);
                      decomp::make_decomposition(lt.target, c, rng);
                    }};
-  fuzz_files(fx.decomp_configs, {dec}, fuzz::case_count(100), mutate, fx.dir + "/case_decomp.json", "decomposition configs");
+  fuzz_files(fx.decomp_configs, {dec}, fuzz::case_count(200), mutate, fx.dir + "/case_decomp.json", "decomposition configs");
 }
 
 TEST_CASE("fuzz: mutated metrics.json against pd compare") {
@@ -155,5 +155,5 @@ TEST_CASE("fuzz: mutated metrics.json against pd compare") {
                          if (!std::freopen("/dev/null", "w", stdout)) return;  // the child's table
                          fuzz::run_pd_in_process({"compare", dir});
                        }};
-  fuzz_files({fx.metrics}, {compare}, fuzz::case_count(100), mutate, dir + "/metrics.json", "metrics files");
+  fuzz_files({fx.metrics}, {compare}, fuzz::case_count(150), mutate, dir + "/metrics.json", "metrics files");
 }
