@@ -71,7 +71,10 @@ void read_apd(ConfigSection& top, DecompConfig& c) {
   if (!(c.model.init_scale > 0) || !std::isfinite(c.model.init_scale))
     top.error("init_scale", "must be a finite number > 0");
   c.model.group = a.m;
-  c.model.C *= a.m;  // ComponentModel counts columns
+  int64_t columns = 0;  // ComponentModel counts columns
+  if (__builtin_mul_overflow(c.model.C, a.m, &columns))
+    top.error("m", "C " + std::to_string(c.model.C) + " x m " + std::to_string(a.m) + " columns overflow a 64-bit count");
+  c.model.C = columns;
   c.model.ci_functions = false;
 }
 
