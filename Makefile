@@ -5,6 +5,7 @@
 #   make bench      benchmarks (figures only)
 #   make tutorial   the tutorial programs (experiments/tutorial/*.cpp -> build/tutorial/*), docs/tutorial.md
 #   make sanitize   build with ASan+UBSan into build-san/ and run the tests there
+#   make fuzz       only the fuzzing suite; FUZZ_SCALE=100 runs 100 times its default cases
 # BUILD=dir picks another build directory (helpers working in parallel use their own).
 
 BUILD    ?= build
@@ -26,14 +27,14 @@ LIB_SRC  := $(sort $(wildcard autodiff/*.cpp models/*.cpp decomp/*.cpp decomp/*/
 # Each tutorial program is one file with its own main(), linked against the whole library.
 TUT_SRC  := $(sort $(wildcard experiments/tutorial/*.cpp))
 LIB_SRC  := $(filter-out experiments/pd_main.cpp $(TUT_SRC),$(LIB_SRC))
-TEST_SRC := $(sort $(wildcard tests/*.cpp))
+TEST_SRC := $(sort $(wildcard tests/*.cpp tests/fuzz/*.cpp))
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(BUILD)/%.o)
 TUT_OBJ  := $(TUT_SRC:%.cpp=$(BUILD)/%.o)
 TUT_BIN  := $(TUT_SRC:experiments/tutorial/%.cpp=$(BUILD)/tutorial/%)
 DEPS_OK  := $(BUILD)/.deps-ok
 
-.PHONY: all test demo bench sanitize clean deps deps-torch deps-browser tutorial
+.PHONY: all test demo bench sanitize fuzz clean deps deps-torch deps-browser tutorial
 all: $(BUILD)/pd $(BUILD)/pd_tests
 
 deps: $(DEPS_OK)
@@ -67,6 +68,11 @@ $(BUILD)/tutorial/%: $(BUILD)/experiments/tutorial/%.o $(LIB_OBJ)
 test: all tutorial
 	@$(MAKE) --no-print-directory deps-torch deps-browser
 	PD_TUTORIAL_DIR=$(BUILD)/tutorial PD_BIN=$(BUILD)/pd $(BUILD)/pd_tests $(TEST_ARGS)
+
+# The fuzzing suite alone (it is also part of make test); FUZZ_SCALE multiplies its case counts.
+FUZZ_SCALE ?= 1
+fuzz: all
+	PD_FUZZ_SCALE=$(FUZZ_SCALE) $(BUILD)/pd_tests -tc='fuzz*,crash safety*' $(TEST_ARGS)
 
 demo: $(BUILD)/pd
 	$(BUILD)/pd decompose experiments/configs/spd_tms_5-2.json --out runs/demo

@@ -89,18 +89,6 @@ Tensor make_result(const char* op, const Shape& shape, DType dtype,
   return make_result(op, shape, dtype, inputs.begin(), (int)inputs.size(), backward);
 }
 
-// Index of the first non-finite entry, or -1.
-static int64_t first_non_finite(const void* p, int64_t n, DType t) {
-  int64_t bad = -1;
-  dispatch(t, [&](auto z) {
-    using T = decltype(z);
-    const T* x = static_cast<const T*>(p);
-    for (int64_t i = 0; i < n; ++i)
-      if (!std::isfinite(x[i])) { bad = i; return; }
-  });
-  return bad;
-}
-
 static std::string describe_inputs(const Node& n) {
   std::string s;
   for (int i = 0; i < n.n_inputs; ++i)

@@ -15,4 +15,8 @@ struct Error : std::runtime_error {
 };
 [[noreturn]] void fail(const std::string& msg);
 
+// Text from an input file (a key, a value, a tensor name) as echoed in an error message: at
+// most `max` characters; a longer one is cut, with "... (N bytes)" saying how long it was.
+std::string clip_for_message(const std::string& text, size_t max = 80);
+
 }  // namespace ad

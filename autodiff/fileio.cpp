@@ -114,10 +114,12 @@ std::string read_file(const std::string& path) {
   std::string out;
   char buf[1 << 16];
   size_t n;
+  errno = 0;
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
   const bool bad = std::ferror(f);
+  const std::string err = errno == EISDIR ? "it is a folder, not a file" : errno_text();
   std::fclose(f);
-  if (bad) fail("error reading '" + path + "'");
+  if (bad) fail("error reading '" + path + "': " + err);
   return out;
 }
 

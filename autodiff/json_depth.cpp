@@ -2,6 +2,8 @@
 
 #include "autodiff/error.hpp"
 
+#include <functional>
+
 namespace ad {
 
 void check_json_depth(const char* begin, const char* end, const std::string& source) {
@@ -22,6 +24,25 @@ void check_json_depth(const char* begin, const char* end, const std::string& sou
       --depth;
     }
   }
+}
+
+nlohmann::json parse_json(const char* begin, const char* end, const std::string& source) {
+  check_json_depth(begin, end, source);
+  DuplicateKeyFinder duplicates;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(begin, end, std::ref(duplicates));
+  } catch (const nlohmann::json::exception& e) {
+    // "[json.exception.out_of_range.406] number overflow parsing '1e999'" -> the text after "] "
+    std::string what = e.what();
+    const size_t at = what.find("] ");
+    if (what.rfind("[json.exception.", 0) == 0 && at != std::string::npos) what = what.substr(at + 2);
+    fail(source + ": invalid JSON: " + clip_for_message(what, 200));
+  }
+  if (!duplicates.first.empty())
+    fail(source + ": " + clip_for_message(duplicates.first) +
+         ": the key appears twice in one object (JSON would keep only the last)");
+  return j;
 }
 
 std::string DuplicateKeyFinder::path_to(const std::string& key) const {

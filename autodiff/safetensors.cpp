@@ -137,15 +137,7 @@ json parse_header(const std::string& bytes, const std::string& source, uint64_t&
   if (hlen < 2) bad("bad header length " + std::to_string(hlen) + " (too short for a JSON object)");
 
   // Parse, refusing repeated keys (JSON would silently keep the last one).
-  check_json_depth(bytes.data() + 8, bytes.data() + 8 + hlen, "safetensors file '" + source + "' header");
-  json header;
-  DuplicateKeyFinder duplicates;
-  try {
-    header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + (std::ptrdiff_t)hlen, std::ref(duplicates));
-  } catch (const json::exception& e) {
-    bad(std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!duplicates.first.empty()) bad("header names '" + duplicates.first + "' twice");
+  const json header = parse_json(bytes.data() + 8, bytes.data() + 8 + hlen, "safetensors file '" + source + "': header");
   if (!header.is_object()) bad("header is not a JSON object");
 
   return header;
@@ -154,7 +146,7 @@ json parse_header(const std::string& bytes, const std::string& source, uint64_t&
 // One tensor entry of the header, validated against the data buffer's size.
 Entry parse_entry(const std::string& name, const json& v, uint64_t buf_size, const std::string& source) {
   auto bad = [&](const std::string& what) { bad_file(source, what); };
-    const std::string where = "tensor '" + name + "'";
+    const std::string where = "tensor '" + clip_for_message(name) + "'";
     if (!v.is_object()) bad(where + ": entry is not an object");
     if (!v.contains("dtype") || !v["dtype"].is_string()) bad(where + ": missing or non-string 'dtype'");
     if (!v.contains("shape") || !v["shape"].is_array()) bad(where + ": missing or non-array 'shape'");
@@ -164,7 +156,7 @@ Entry parse_entry(const std::string& name, const json& v, uint64_t buf_size, con
     e.name = name;
     const std::string dts = v["dtype"].get<std::string>();
     e.dt = find_dtype(dts);
-    if (!e.dt) bad(where + ": unknown dtype '" + dts + "' (supported: F32 F64 F16 BF16 I8 U8 BOOL I16 I32 I64)");
+    if (!e.dt) bad(where + ": unknown dtype '" + clip_for_message(dts) + "' (supported: F32 F64 F16 BF16 I8 U8 BOOL I16 I32 I64)");
     const json& sh = v["shape"];
     if (sh.size() > (size_t)kMaxDims)
       bad(where + ": " + std::to_string(sh.size()) + " dimensions (at most " + std::to_string(kMaxDims) + ")");
@@ -209,11 +201,11 @@ void check_coverage(const std::vector<Entry>& entries, uint64_t buf_size, const 
   const Entry* prev = nullptr;
   for (const Entry* e : order) {
     if (e->begin < pos)
-      bad("tensor '" + e->name + "' data_offsets [" + std::to_string(e->begin) + ", " + std::to_string(e->end) +
-          "] overlap tensor '" + prev->name + "' [" + std::to_string(prev->begin) + ", " + std::to_string(prev->end) + "]");
+      bad("tensor '" + clip_for_message(e->name) + "' data_offsets [" + std::to_string(e->begin) + ", " + std::to_string(e->end) +
+          "] overlap tensor '" + clip_for_message(prev->name) + "' [" + std::to_string(prev->begin) + ", " + std::to_string(prev->end) + "]");
     if (e->begin > pos)
       bad("gap in the data buffer: bytes [" + std::to_string(pos) + ", " + std::to_string(e->begin) +
-          ") belong to no tensor (before tensor '" + e->name + "')");
+          ") belong to no tensor (before tensor '" + clip_for_message(e->name) + "')");
     pos = e->end;
     prev = e;
   }
@@ -248,7 +240,7 @@ Tensor decode_entry(const Entry& e, const char* buf, const std::string& source) 
     for (int64_t i = 0; i < n; ++i) {
       const int64_t v = load_le<int64_t>(src + 8 * i);
       if (v > ((int64_t)1 << 53) || v < -((int64_t)1 << 53))
-        bad("tensor '" + e.name + "': I64 value " + std::to_string(v) + " at flat index " + std::to_string(i) +
+        bad("tensor '" + clip_for_message(e.name) + "': I64 value " + std::to_string(v) + " at flat index " + std::to_string(i) +
             " is not exactly representable as float64");
       d[i] = (double)v;
     }
@@ -270,7 +262,7 @@ SafeTensors decode_safetensors(const std::string& bytes, const std::string& sour
     if (name == "__metadata__") {
       if (!v.is_object()) bad_file(source, "'__metadata__' is not an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) bad_file(source, "'__metadata__' value of '" + m.key() + "' is not a string");
+        if (!m.value().is_string()) bad_file(source, "'__metadata__' value of '" + clip_for_message(m.key()) + "' is not a string");
         out.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;

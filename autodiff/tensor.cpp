@@ -46,6 +46,31 @@ std::string Shape::str() const {
 }
 
 void fail(const std::string& msg) { throw Error(msg); }
+
+int64_t first_non_finite(const void* p, int64_t n, DType t) {
+  int64_t bad = -1;
+  dispatch(t, [&](auto z) {
+    using T = decltype(z);
+    const T* x = static_cast<const T*>(p);
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(x[i])) { bad = i; return; }
+  });
+  return bad;
+}
+
+int64_t first_non_finite(const Tensor& t) { return first_non_finite(t.node()->data, t.numel(), t.dtype()); }
+
+void copy_loaded(Tensor dst, const Tensor& src, const std::string& what) {
+  if (src.shape() != dst.shape()) fail(what + " has shape " + src.shape().str() + ", expected " + dst.shape().str());
+  const int64_t bad = first_non_finite(src);
+  if (bad >= 0) fail(what + " has a non-finite value at flat index " + std::to_string(bad));
+  copy_into(dst, src);
+}
+
+std::string clip_for_message(const std::string& text, size_t max) {
+  if (text.size() <= max) return text;
+  return text.substr(0, max) + "... (" + std::to_string(text.size()) + " bytes)";
+}
 void shape_error(const char* op, const Shape& a, const Shape& b, const char* what) {
   fail(std::string(op) + ": " + what + " (shapes " + a.str() + " and " + b.str() + ")");
 }
@@ -76,7 +101,9 @@ Pools& pools() {
 }
 // No single buffer may exceed this (1 TiB): a larger request is a corrupt or absurd size, and
 // refusing it keeps size_class's loop bounded.
-constexpr size_t kMaxBufferBytes = (size_t)1 << 40;
+// 4 GiB: far above any toy model here, low enough that a size typed wrong fails at once
+// instead of filling memory with a random initialisation.
+constexpr size_t kMaxBufferBytes = (size_t)1 << 32;
 int size_class(size_t bytes) {
   int c = 6;  // 64 bytes
   while (((size_t)1 << c) < bytes) ++c;
@@ -86,7 +113,7 @@ int size_class(size_t bytes) {
 
 void* pool_alloc(size_t bytes) {
   if (bytes > kMaxBufferBytes)
-    fail("pool_alloc: refusing a " + std::to_string(bytes) + "-byte buffer (limit 2^40 bytes)");
+    fail("pool_alloc: refusing a " + std::to_string(bytes) + "-byte buffer (limit 2^32 bytes)");
   Pools& P = pools();
   int c = size_class(bytes ? bytes : 1);
   size_t rounded = (size_t)1 << c;
@@ -261,7 +288,7 @@ Tensor empty(const Shape& s, DType t) {
   size_t bytes = 0;
   if (__builtin_mul_overflow((uint64_t)s.numel(), (uint64_t)dtype_size(t), &bytes) || bytes > kMaxBufferBytes)
     fail("empty: shape " + s.str() + " needs " + std::to_string(s.numel()) + " x " + std::to_string(dtype_size(t)) +
-         " bytes, over the 2^40-byte limit for one tensor");
+         " bytes, over the 2^32-byte limit for one tensor");
   Node* n = new_node();
   n->shape = s;
   n->dtype = t;

@@ -153,6 +153,14 @@ Tensor clone(const Tensor& x);               // deep copy, leaf, no grad
 Tensor to_dtype(const Tensor& x, DType t);   // converted copy, leaf, no grad
 void copy_into(Tensor& dst, const Tensor& src);  // same shape; converts dtype
 
+// Index of the first non-finite entry of p[0..n) (float types), or -1. The NaN guard's check.
+int64_t first_non_finite(const void* p, int64_t n, DType t);
+int64_t first_non_finite(const Tensor& t);
+
+// Copies a tensor read from a file into `dst` (a parameter or state of this run): its shape
+// must be dst's and every value finite; the error names `what` ("<file>: tensor 'W'").
+void copy_loaded(Tensor dst, const Tensor& src, const std::string& what);
+
 // ---- gradient recording ----------------------------------------------------------------
 bool grad_enabled();
 struct NoGradGuard {  // ops inside this scope record nothing

@@ -38,6 +38,24 @@ static void add_row(TrainLog& log, int64_t steps_done, std::map<std::string, dou
   for (auto& kv : row) log.values[kv.first].push_back(kv.second);
 }
 
+void fail_non_finite(const std::string& what, int64_t step, const std::map<std::string, double>& values,
+                     const std::function<void()>& replay) {
+  std::string msg = what + ": the loss is not finite at step " + std::to_string(step) + " (";
+  bool first = true;
+  for (const auto& kv : values) {
+    msg += (first ? "" : ", ") + kv.first + " = " + std::to_string(kv.second);
+    first = false;
+  }
+  msg += ")";
+  try {
+    NanGuardScope guard;
+    replay();
+  } catch (const Error& e) {
+    fail(msg + "; first non-finite op: " + e.what());
+  }
+  fail(msg + "; replayed under the NaN guard, no op produced a non-finite value");
+}
+
 int64_t run_train_loop(Optimizer& opt, const TrainSchedule& s, const TrainStepFn& step_fn, TrainLog& log,
                        const TrainLoopOptions& o) {
   if (o.start_step < 0 || o.start_step > s.steps)
@@ -65,10 +83,12 @@ int64_t run_train_loop(Optimizer& opt, const TrainSchedule& s, const TrainStepFn
     Tensor loss = step_fn(step, rng, log_now, values);
     const double lv = loss.item();
     if (!std::isfinite(lv)) {
-      if (o.on_non_finite) o.on_non_finite(step, values);
-      std::string msg = "training: the loss is " + std::to_string(lv) + " at step " + std::to_string(step);
-      for (auto& kv : values) msg += ", " + kv.first + " = " + std::to_string(kv.second);
-      fail(msg);
+      if (!values.count("loss")) values["loss"] = lv;
+      fail_non_finite(o.what, step, values, [&] {
+        Rng replay_rng(step_seed(o.seed, step, o.stream));
+        std::map<std::string, double> ignored;
+        step_fn(step, replay_rng, false, ignored);
+      });
     }
     backward(loss);
     if (o.after_backward) o.after_backward();
@@ -144,11 +164,10 @@ Checkpoint read_checkpoint(const std::string& path, const std::string& kind, Saf
   if (st.empty() || st.size() > 18 || st.find_first_not_of("0123456789") != std::string::npos)
     fail(path + ": metadata 'step' must be a non-negative integer, got '" + st + "'");
   ck.step = std::stoll(st);
-  check_json_depth(ck.meta("wall_s"), path + ": metadata 'wall_s'");
-  check_json_depth(ck.meta("log"), path + ": metadata 'log'");
+  const json wall = parse_json(ck.meta("wall_s"), path + ": metadata 'wall_s'");
+  const json l = parse_json(ck.meta("log"), path + ": metadata 'log'");
   try {
-    ck.wall_s = json::parse(ck.meta("wall_s")).get<double>();
-    const json l = json::parse(ck.meta("log"));
+    ck.wall_s = wall.get<double>();
     ck.log.steps = l.at("steps").get<std::vector<int64_t>>();
     ck.log.values = l.at("values").get<std::map<std::string, std::vector<double>>>();
     ck.log.seconds = l.at("seconds").get<double>();
@@ -166,18 +185,18 @@ void restore_checkpoint(const Checkpoint& ck, const std::vector<std::pair<std::s
   for (auto& p : params) {
     auto it = ck.file.tensors.find("param/" + p.first);
     if (it == ck.file.tensors.end()) fail(ck.path + ": tensor 'param/" + p.first + "' missing");
-    if (it->second.shape() != p.second.shape())
-      fail(ck.path + ": tensor 'param/" + p.first + "' has shape " + it->second.shape().str() + ", the run needs " +
-           p.second.shape().str());
     if (it->second.dtype() != p.second.dtype())
       fail(ck.path + ": tensor 'param/" + p.first + "' has another dtype than the run's");
-    Tensor dst = p.second;
-    copy_into(dst, it->second);
+    copy_loaded(p.second, it->second, ck.path + ": tensor 'param/" + p.first + "'");
   }
   if (!opt) return;
   std::map<std::string, Tensor> state;
   for (auto& kv : ck.file.tensors)
-    if (kv.first.rfind("optim/", 0) == 0) state[kv.first.substr(6)] = kv.second;
+    if (kv.first.rfind("optim/", 0) == 0) {
+      if (first_non_finite(kv.second) >= 0)
+        fail(ck.path + ": tensor '" + clip_for_message(kv.first) + "' has a non-finite value");
+      state[kv.first.substr(6)] = kv.second;
+    }
   try {
     opt->load_state(state);
   } catch (const Error& e) {

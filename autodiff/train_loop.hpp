@@ -63,16 +63,23 @@ struct TrainLoopOptions {
   std::function<void(int64_t steps_done, const std::map<std::string, double>& row)> on_log;
   // Called every checkpoint_every steps and at an early stop with the first step not taken.
   std::function<void(int64_t next_step)> checkpoint;
-  // A non-finite loss: called with the step (e.g. to replay it under the NaN guard); must
-  // throw. Default: ad::Error naming the step and the reported values.
-  std::function<void(int64_t step, const std::map<std::string, double>& values)> on_non_finite;
+  // Names the run in errors: "<what>: the loss is not finite at step N ...".
+  std::string what = "training";
   // Called between backward and the optimiser step (e.g. to project gradients).
   std::function<void()> after_backward;
 };
 
-// Runs steps [start_step, min(stop_after, steps)). Returns the number of steps completed.
+// Runs steps [start_step, min(stop_after, steps)). Returns the number of steps completed. A
+// non-finite loss stops it through fail_non_finite, replaying the step (same seed and step: same
+// batch and masks) under the NaN guard.
 int64_t run_train_loop(Optimizer& opt, const TrainSchedule& s, const TrainStepFn& step, TrainLog& log,
                        const TrainLoopOptions& o);
+
+// A non-finite loss at `step`: throws ad::Error "<what>: the loss is not finite at step N (k = v,
+// ...)" with the reported values, then "; first non-finite op: <the NaN guard's message>" when
+// `replay` (which must recompute the same loss) throws under the engine's NaN guard.
+[[noreturn]] void fail_non_finite(const std::string& what, int64_t step, const std::map<std::string, double>& values,
+                                  const std::function<void()>& replay);
 
 // ---- checkpoints -------------------------------------------------------------------------------
 // checkpoint.safetensors: tensors "param/<name>" (every tensor the run restores) and

@@ -44,7 +44,9 @@ void read_train(ConfigSection t, TrainConfig& tc) {
       t.error("grad_clip", "groups are \"components\" and \"ci_fns\", got \"" + kv.first + "\"");
   tc.faith_warmup_steps = get_count(t, "faith_warmup_steps", tc.faith_warmup_steps, 0);
   tc.faith_warmup_lr = t.get_double("faith_warmup_lr", tc.faith_warmup_lr);
+  if (!(tc.faith_warmup_lr > 0) || !std::isfinite(tc.faith_warmup_lr)) t.error("faith_warmup_lr", "must be a finite number > 0");
   tc.faith_warmup_wd = t.get_double("faith_warmup_wd", tc.faith_warmup_wd);
+  if (!(tc.faith_warmup_wd >= 0) || !std::isfinite(tc.faith_warmup_wd)) t.error("faith_warmup_wd", "must be a finite number >= 0");
   t.finish();
 }
 
@@ -69,7 +71,10 @@ void read_apd(ConfigSection& top, DecompConfig& c) {
   if (!(c.model.init_scale > 0) || !std::isfinite(c.model.init_scale))
     top.error("init_scale", "must be a finite number > 0");
   c.model.group = a.m;
-  c.model.C *= a.m;  // ComponentModel counts columns
+  int64_t columns = 0;  // ComponentModel counts columns
+  if (__builtin_mul_overflow(c.model.C, a.m, &columns))
+    top.error("m", "C " + std::to_string(c.model.C) + " x m " + std::to_string(a.m) + " columns overflow a 64-bit count");
+  c.model.C = columns;
   c.model.ci_functions = false;
 }
 
@@ -92,6 +97,7 @@ const char* attribution_name(Attribution a) {
 
 DecompConfig parse_decomp_config(const json& j, const std::string& where) {
   DecompConfig c;
+  c.source = where;
   ConfigSection top(j, where, "");
   top.accept("name");
   top.accept("comment");

@@ -55,6 +55,7 @@ struct APDOptions {
 };
 
 struct DecompConfig {
+  std::string source;  // the config file (errors building the decomposition name it)
   Method method = Method::spd;
   APDOptions apd;
   ComponentModelOptions model;

@@ -124,8 +124,16 @@ std::vector<std::string> Decomposition::all_param_names() const {
 }
 
 std::unique_ptr<Decomposition> make_decomposition(const Target& target, const DecompConfig& cfg, ad::Rng& init_rng) {
-  if (cfg.method == Method::apd) return std::make_unique<APD>(target, cfg, init_rng);
-  return std::make_unique<SPD>(target, cfg, init_rng);
+  try {
+    if (cfg.method == Method::apd) return std::make_unique<APD>(target, cfg, init_rng);
+    return std::make_unique<SPD>(target, cfg, init_rng);
+  } catch (const models::ConfigError&) {
+    throw;
+  } catch (const ad::Error& e) {  // sizes too large for one tensor, CI function shapes
+    if (cfg.source.empty()) throw;
+    throw models::ConfigError(cfg.source + ": building the " + method_name(cfg.method) + " decomposition (C " +
+                              std::to_string(cfg.model.C) + "): " + e.what());
+  }
 }
 
 }  // namespace decomp

@@ -92,7 +92,10 @@ int64_t identity_ci_error(const Mat& ci, std::vector<int64_t>* order) {
     Mat t(ci.rows, ci.rows, 0);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t c = 0; c < ci.cols; ++c) t(i, c) = ci(i, c);
-    return identity_ci_error(t, order);
+    const int64_t err = identity_ci_error(t, order);
+    if (order)  // an order of ci's columns: the padding columns go (plots index ci with it)
+      order->erase(std::remove_if(order->begin(), order->end(), [&](int64_t c) { return c >= ci.cols; }), order->end());
+    return err;
   }
   std::vector<int64_t> match = hungarian_max(ci);
   std::vector<char> is_matched((size_t)ci.cols, 0);

@@ -12,7 +12,13 @@ void faithfulness_warmup(Decomposition& dec) {
                  ad::AdamConfig{tc.faith_warmup_lr, {0.9, 0.999}, 1e-8, tc.faith_warmup_wd});
   for (int64_t s = 0; s < tc.faith_warmup_steps; ++s) {
     warm.zero_grad();
-    ad::backward(faithfulness(dec.cm));
+    Tensor loss = faithfulness(dec.cm);
+    const double v = loss.item();
+    if (!std::isfinite(v))
+      ad::fail_non_finite(std::string(dec.method_name()) + " faithfulness warmup (before training step 0, " +
+                              std::to_string(tc.faith_warmup_steps) + " warmup steps)",
+                          s, {{"faithfulness", v}}, [&] { faithfulness(dec.cm); });
+    ad::backward(loss);
     warm.step(tc.faith_warmup_lr);
   }
 }
@@ -20,28 +26,6 @@ void faithfulness_warmup(Decomposition& dec) {
 namespace {
 
 double frac_at(const TrainConfig& tc, int64_t step) { return (double)step / (double)std::max<int64_t>(1, tc.steps); }
-
-// A non-finite training loss: the message names the step and every term's value, then
-// replays the step (same seed, same step: same batch and masks) with the engine's NaN guard
-// on, which names the first op whose output was not finite (with its shapes).
-[[noreturn]] void fail_non_finite(const Decomposition& dec, int64_t step, const std::map<std::string, double>& vals) {
-  std::string msg = std::string(dec.method_name()) + " training: the loss is not finite at step " + std::to_string(step) + " (";
-  bool first = true;
-  for (const auto& kv : vals) {
-    msg += (first ? "" : ", ") + kv.first + " = " + std::to_string(kv.second);
-    first = false;
-  }
-  msg += ")";
-  try {
-    ad::NanGuardScope guard;
-    ad::Rng rng(ad::step_seed(dec.cfg.seed, step, kDecomposeStream));
-    const Batch b = dec.target.sample(dec.cfg.train.batch_size, rng);
-    dec.total_loss(b, frac_at(dec.cfg.train, step), rng, nullptr, false);
-  } catch (const ad::Error& e) {
-    ad::fail(msg + "; first non-finite op: " + e.what());
-  }
-  ad::fail(msg);
-}
 
 }  // namespace
 
@@ -64,7 +48,7 @@ int64_t train_decomposition(Decomposition& dec, TrainLog* log,
   lo.stop_after = hooks ? hooks->stop_after : -1;
   lo.on_log = progress;
   lo.after_backward = [&] { dec.after_backward(); };
-  lo.on_non_finite = [&](int64_t step, const std::map<std::string, double>& v) { fail_non_finite(dec, step, v); };
+  lo.what = std::string(dec.method_name()) + " training";
   if (hooks && hooks->checkpoint) lo.checkpoint = [&](int64_t next) { hooks->checkpoint(next, opt, *log); };
   return ad::run_train_loop(opt, tc, [&](int64_t step, ad::Rng& rng, bool log_now, std::map<std::string, double>& v) {
     dec.before_step();

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "autodiff/error.hpp"
 #include "autodiff/fileio.hpp"
 #include "experiments/cli.hpp"
 #include "experiments/run_summary.hpp"
@@ -27,9 +28,13 @@ Row row_of(const std::string& dir) {
   const json& m = run.metrics;
   const json& layers = m["layers"];
   std::string dense = per_layer(layers, "dense_k_error");
-  if (m.contains("dense_k_groups"))
+  if (m.contains("dense_k_groups")) {
+    if (!m["dense_k_groups"].is_object())
+      ad::fail(dir + "/metrics.json: dense_k_groups: expected an object (group name -> metrics)");
     for (auto it = m["dense_k_groups"].begin(); it != m["dense_k_groups"].end(); ++it)
-      dense += "; " + it.key() + " " + (*it).value("dense_k_error", json()).dump();
+      dense += "; " + ad::clip_for_message(it.key()) + " " +
+               (it->is_object() ? (*it).value("dense_k_error", json()).dump() : "-");
+  }
   Row r;
   r.target = run.target;
   r.method = run.method;

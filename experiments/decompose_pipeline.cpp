@@ -203,12 +203,9 @@ int evaluate_saved_decomposition(const DecomposeOptions& o) {
     auto it = file.metadata.find("spd_config");
     if (it == file.metadata.end())
       ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor a decomposition checkpoint");
-    ad::check_json_depth(it->second, o.evaluate + ": metadata spd_config");
-    try {
-      made_with = json::parse(it->second);
-    } catch (const json::parse_error& e) {
-      ad::fail(o.evaluate + ": metadata spd_config is not valid JSON (" + e.what() + ")");
-    }
+    made_with = ad::parse_json(it->second, o.evaluate + ": metadata spd_config");
+    if (!made_with.is_object() || (made_with.contains("target") && !made_with["target"].is_object()))
+      ad::fail(o.evaluate + ": metadata spd_config is not a decomposition config (an object)");
     auto fp = file.metadata.find("target_fingerprint");
     if (fp != file.metadata.end()) made_with_fingerprint = fp->second;
   }

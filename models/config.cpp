@@ -20,6 +20,8 @@ static const char* type_name(const json& v) {
   return "null";
 }
 
+std::string shown(const json& v) { return ad::clip_for_message(v.dump()); }
+
 ConfigSection::ConfigSection(const json& j, std::string source, std::string path)
     : j_(j.is_null() ? json::object() : j), source_(std::move(source)), path_(std::move(path)) {
   if (!j_.is_object())
@@ -28,7 +30,7 @@ ConfigSection::ConfigSection(const json& j, std::string source, std::string path
 }
 
 void ConfigSection::error(const std::string& key, const std::string& what) const {
-  throw ConfigError(source_ + ": " + key_path(key) + ": " + what);
+  throw ConfigError(source_ + ": " + ad::clip_for_message(key_path(key)) + ": " + what);
 }
 
 bool ConfigSection::has(const std::string& key) const { return j_.contains(key); }
@@ -47,13 +49,13 @@ int64_t ConfigSection::get_int(const std::string& key) {
     double d = v.get<double>();
     if (d == (double)(int64_t)d) return (int64_t)d;
   }
-  error(key, std::string("expected an integer, got ") + type_name(v) + " " + v.dump());
+  error(key, std::string("expected an integer, got ") + type_name(v) + " " + shown(v));
 }
 int64_t ConfigSection::get_int(const std::string& key, int64_t def) { return has(key) ? get_int(key) : def; }
 
 double ConfigSection::get_double(const std::string& key) {
   const json& v = value(key);
-  if (!v.is_number()) error(key, std::string("expected a number, got ") + type_name(v) + " " + v.dump());
+  if (!v.is_number()) error(key, std::string("expected a number, got ") + type_name(v) + " " + shown(v));
   return v.get<double>();
 }
 double ConfigSection::get_double(const std::string& key, double def) { return has(key) ? get_double(key) : def; }
@@ -61,13 +63,13 @@ double ConfigSection::get_double(const std::string& key, double def) { return ha
 bool ConfigSection::get_bool(const std::string& key, bool def) {
   if (!has(key)) return def;
   const json& v = value(key);
-  if (!v.is_boolean()) error(key, std::string("expected true/false, got ") + type_name(v) + " " + v.dump());
+  if (!v.is_boolean()) error(key, std::string("expected true/false, got ") + type_name(v) + " " + shown(v));
   return v.get<bool>();
 }
 
 std::string ConfigSection::get_string(const std::string& key) {
   const json& v = value(key);
-  if (!v.is_string()) error(key, std::string("expected a string, got ") + type_name(v) + " " + v.dump());
+  if (!v.is_string()) error(key, std::string("expected a string, got ") + type_name(v) + " " + shown(v));
   return v.get<std::string>();
 }
 std::string ConfigSection::get_string(const std::string& key, const std::string& def) {
@@ -137,7 +139,7 @@ void read_train_schedule(ConfigSection& t, ad::TrainSchedule& s) {
   if (t.has("grad_clip")) {
     const json g = t.get_raw("grad_clip");
     auto norm = [&](const json& v) {
-      if (!v.is_number() || !(v.get<double>() >= 0)) t.error("grad_clip", "expected a norm >= 0 (0 = off), got " + v.dump());
+      if (!v.is_number() || !(v.get<double>() >= 0)) t.error("grad_clip", "expected a norm >= 0 (0 = off), got " + shown(v));
       return v.get<double>();
     };
     if (g.is_object())
@@ -171,20 +173,10 @@ json train_schedule_json(const ad::TrainSchedule& s) {
 json read_json_file(const std::string& path) {
   const std::string text = ad::read_file(path);
   try {
-    ad::check_json_depth(text, path);
+    return ad::parse_json(text, path);
   } catch (const ad::Error& e) {
     throw ConfigError(e.what());
   }
-  json j;
-  ad::DuplicateKeyFinder duplicates;
-  try {
-    j = json::parse(text, std::ref(duplicates));
-  } catch (const json::parse_error& e) {
-    throw ConfigError(path + ": invalid JSON: " + e.what());
-  }
-  if (!duplicates.first.empty())
-    throw ConfigError(path + ": " + duplicates.first + ": the key appears twice in one object (JSON would keep only the last)");
-  return j;
 }
 
 void write_json_atomic(const std::string& path, const json& j) { ad::write_file_atomic(path, j.dump(2) + "\n"); }

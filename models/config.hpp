@@ -66,6 +66,9 @@ class ConfigSection {
 void read_train_schedule(ConfigSection& t, ad::TrainSchedule& s);
 json train_schedule_json(const ad::TrainSchedule& s);
 
+// A value as an error message shows it: its JSON, cut to 80 characters (ad::clip_for_message).
+std::string shown(const json& v);
+
 // Reads and parses a JSON file; parse errors name the file and the byte position.
 json read_json_file(const std::string& path);
 // Writes j (2-space indent, trailing newline) to `path` with ad::write_file_atomic.

@@ -1,6 +1,7 @@
 #include "models/data.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -253,21 +254,27 @@ std::string generate_story_corpus(int64_t n_stories, uint64_t seed) {
 }
 
 std::string load_corpus(const std::string& spec) {
+  constexpr int64_t kMaxStories = 1000000;  // about 200 MB of text
   const std::string pre = "builtin:stories";
   if (spec.compare(0, pre.size(), pre) == 0) {
     int64_t n = 4000;
     if (spec.size() > pre.size()) {
       if (spec[pre.size()] != ':') ad::fail("corpus '" + spec + "': expected builtin:stories or builtin:stories:N");
-      n = std::stoll(spec.substr(pre.size() + 1));
+      const char* b = spec.data() + pre.size() + 1;
+      const char* e = spec.data() + spec.size();
+      const auto r = std::from_chars(b, e, n);
+      if (r.ec != std::errc() || r.ptr != e || n < 1 || n > kMaxStories)
+        ad::fail("corpus '" + ad::clip_for_message(spec) + "': N in builtin:stories:N must be a whole number in [1, " +
+                 std::to_string(kMaxStories) + "]");
     }
     return generate_story_corpus(n);
   }
   std::ifstream in(spec, std::ios::binary);
-  if (!in) ad::fail("corpus '" + spec + "': cannot open file");
+  if (!in) ad::fail("corpus '" + ad::clip_for_message(spec) + "': cannot open file");
   std::stringstream ss;
   ss << in.rdbuf();
   std::string text = ss.str();
-  if (text.empty()) ad::fail("corpus '" + spec + "': file is empty");
+  if (text.empty()) ad::fail("corpus '" + ad::clip_for_message(spec) + "': file is empty");
   return text;
 }
 

@@ -41,16 +41,12 @@ void Model::load_params(const std::vector<std::pair<std::string, ad::Tensor>>& v
     for (auto& v : values)
       if (v.first == p.name) found = &v.second;
     if (!found) ad::fail(source + ": missing tensor '" + p.name + "' for " + type() + " model");
-    if (found->shape() != p.value.shape())
-      ad::fail(source + ": tensor '" + p.name + "' has shape " + found->shape().str() + ", the " + type() +
-               " model needs " + p.value.shape().str());
-    ad::Tensor dst = p.value;
-    ad::copy_into(dst, *found);
+    ad::copy_loaded(p.value, *found, source + ": tensor '" + p.name + "' of the " + type() + " model");
   }
   for (auto& v : values) {
     bool known = false;
     for (auto& p : parameters()) known |= p.name == v.first;
-    if (!known) ad::fail(source + ": tensor '" + v.first + "' is not a parameter of the " + type() + " model");
+    if (!known) ad::fail(source + ": tensor '" + ad::clip_for_message(v.first) + "' is not a parameter of the " + type() + " model");
   }
 }
 

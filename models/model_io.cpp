@@ -20,12 +20,7 @@ void save_model(const Model& m, const std::string& path) {
 static json parse_meta(const ad::SafeTensors& st, const std::string& key, const std::string& path) {
   auto it = st.metadata.find(key);
   if (it == st.metadata.end()) ad::fail(path + ": metadata has no \"" + key + "\" entry");
-  ad::check_json_depth(it->second, path + ": metadata \"" + key + "\"");
-  try {
-    return json::parse(it->second);
-  } catch (const json::parse_error& e) {
-    ad::fail(path + ": metadata \"" + key + "\" is not valid JSON: " + e.what());
-  }
+  return ad::parse_json(it->second, path + ": metadata \"" + key + "\"");
 }
 
 std::unique_ptr<Model> load_model(const std::string& path, ad::DType dtype) {
@@ -54,10 +49,13 @@ int64_t load_checkpoint(const std::string& path, Model& m, ad::Adam& opt, ad::Tr
   const ad::Checkpoint ck = ad::read_checkpoint(path, "train");
   json saved_model = parse_meta(ck.file, "model_config", path), saved_run = parse_meta(ck.file, "run_config", path);
   if (saved_model != m.config())
-    ad::fail(path + ": checkpoint model config " + saved_model.dump() + " differs from the run's " + m.config().dump());
+    ad::fail(path + ": checkpoint model config " + ad::clip_for_message(saved_model.dump(), 400) + " differs from the run's " +
+             ad::clip_for_message(m.config().dump(), 400));
   // Everything but how often checkpoints are written must match: a resumed run continues the
   // same schedule with the same data.
   json now = cfg.to_json();
+  if (!saved_run.is_object() || !saved_run.contains("train") || !saved_run["train"].is_object())
+    ad::fail(path + ": metadata \"run_config\" is not a run config (an object with a \"train\" object)");
   saved_run["train"].erase("checkpoint_every");
   now["train"].erase("checkpoint_every");
   const json diff = json::diff(saved_run, now);

@@ -4,6 +4,10 @@
 
 namespace models {
 
+// Layer counts are checked before any layer is built: 2^62 layers used to allocate until the
+// machine ran out of memory. (Sizes are checked where tensors are allocated, ad::zeros.)
+constexpr int64_t kMaxLayers = 1000;
+
 // ---- TMS ---------------------------------------------------------------------------------
 
 json TMSConfig::to_json() const {
@@ -18,7 +22,8 @@ TMSConfig TMSConfig::from(ConfigSection& s) {
   c.n_hidden_layers = s.get_int("n_hidden_layers", 0);
   if (c.n_features < 1) s.error("n_features", "must be >= 1");
   if (c.n_hidden < 1) s.error("n_hidden", "must be >= 1");
-  if (c.n_hidden_layers < 0) s.error("n_hidden_layers", "must be >= 0");
+  if (c.n_hidden_layers < 0 || c.n_hidden_layers > kMaxLayers)
+    s.error("n_hidden_layers", "must be in [0, " + std::to_string(kMaxLayers) + "]");
   return c;
 }
 
@@ -82,7 +87,7 @@ ResidMLPConfig ResidMLPConfig::from(ConfigSection& s) {
   if (c.n_features < 1) s.error("n_features", "must be >= 1");
   if (c.d_embed < 1) s.error("d_embed", "must be >= 1");
   if (c.d_mlp < 1) s.error("d_mlp", "must be >= 1");
-  if (c.n_layers < 1) s.error("n_layers", "must be >= 1");
+  if (c.n_layers < 1 || c.n_layers > kMaxLayers) s.error("n_layers", "must be in [1, " + std::to_string(kMaxLayers) + "]");
   return c;
 }
 
@@ -156,9 +161,10 @@ MLPConfig MLPConfig::from(ConfigSection& s) {
   s.accept("type");
   std::vector<double> sz = s.get_doubles("sizes", {});
   if (sz.size() < 2) s.error("sizes", "needs at least [d_in, d_out]");
+  if ((int64_t)sz.size() > kMaxLayers + 1) s.error("sizes", "more than " + std::to_string(kMaxLayers) + " layers");
   c.sizes.clear();
   for (double v : sz) {
-    if (v < 1 || v != std::floor(v)) s.error("sizes", "entries must be positive integers");
+    if (!(v >= 1 && v <= 0x1p40) || v != std::floor(v)) s.error("sizes", "entries must be whole numbers in [1, 2^40]");
     c.sizes.push_back((int64_t)v);
   }
   c.bias = s.get_bool("bias", true);

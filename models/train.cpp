@@ -109,11 +109,18 @@ RunConfig parse_run_config(const json& j, const std::string& source) {
     dc.val_fraction = d.get_double("val_fraction", dc.val_fraction);
     if (dc.seq_len < 1) d.error("seq_len", "must be >= 1");
     if (!(dc.val_fraction > 0 && dc.val_fraction < 1)) d.error("val_fraction", "must be in (0, 1)");
+    TextDataset ds;  // built here so that a bad corpus is an error naming the file and key
+    try {
+      ds = make_run_dataset(dc);
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const ad::Error& e) {
+      d.error("corpus", e.what());
+    }
     if (mtype == "tiny_lm") {
       // The vocabulary comes from the tokenizer; a config that states one must agree.
-      TextDataset ds = make_run_dataset(dc);
       if (mj.contains("vocab") && mj["vocab"] != ds.tok.vocab_size())
-        top.error("model", "vocab " + mj["vocab"].dump() + " differs from the " + dc.tokenizer + " tokenizer's " +
+        top.error("model", "vocab " + shown(mj["vocab"]) + " differs from the " + dc.tokenizer + " tokenizer's " +
                                std::to_string(ds.tok.vocab_size()) + " tokens of corpus " + dc.corpus);
       mj["vocab"] = ds.tok.vocab_size();
       mj["tokenizer"] = ds.tok.to_json();
@@ -126,7 +133,14 @@ RunConfig parse_run_config(const json& j, const std::string& source) {
 
   // Validate + resolve the model config (fills defaults) by building it once.
   ad::Rng rng(0);
-  std::unique_ptr<Model> m = make_model(mj, rng, ad::DType::f32, source);
+  std::unique_ptr<Model> m;
+  try {
+    m = make_model(mj, rng, ad::DType::f32, source);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const ad::Error& e) {  // a size over the tensor limit
+    top.error("model", e.what());
+  }
   rc.model = m->config();
   if (dc.type == "induction") {
     const int64_t T = 2 * dc.half_len - 1;

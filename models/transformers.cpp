@@ -53,7 +53,7 @@ InductionConfig InductionConfig::from(ConfigSection& s) {
   c.d_mlp = s.get_int("d_mlp", c.d_mlp);
   if (c.vocab < 2) s.error("vocab", "must be >= 2");
   if (c.n_heads < 1 || c.d_model % c.n_heads) s.error("n_heads", "must divide d_model");
-  if (c.n_layers < 1) s.error("n_layers", "must be >= 1");
+  if (c.n_layers < 1 || c.n_layers > 1000) s.error("n_layers", "must be in [1, 1000]");
   if (c.max_len < 2) s.error("max_len", "must be >= 2");
   return c;
 }

@@ -1,6 +1,6 @@
 // Hostile inputs found by a fuzzing probe: each used to crash or hang; each must now be an
 // ad::Error naming the file, tensor or shape. Cases that crashed or hung run in a forked child
-// (with an alarm), so on a regression the test fails instead of taking the test binary down.
+// (testutil::run_in_child), so on a regression the test fails instead of taking the binary down.
 #include <doctest/doctest.h>
 
 #include <signal.h>
@@ -24,42 +24,14 @@
 #include "models/config.hpp"
 #include "models/model.hpp"
 #include "models/train.hpp"
+#include "tests/child_process.hpp"
 
 namespace {
 
-// Runs f in a child process for at most `seconds`. Returns the ad::Error message f threw,
-// "(no error)" if it returned, or a description of how the child died (crash, hang).
+// f's ad::Error message, "(no error)" if it returned, or how the child died (crash, hang).
 std::string error_in_child(const std::function<void()>& f, unsigned seconds = 5) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    rlimit no_core{0, 0};
-    setrlimit(RLIMIT_CORE, &no_core);
-    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM}) signal(sig, SIG_DFL);  // not doctest's
-    alarm(seconds);
-    std::string msg = "(no error)";
-    try {
-      f();
-    } catch (const ad::Error& e) {
-      msg = e.what();
-    }
-    if (write(fds[1], msg.data(), msg.size()) < 0) _exit(2);
-    _exit(0);
-  }
-  close(fds[1]);
-  std::string msg;
-  char buf[4096];
-  for (ssize_t k; (k = read(fds[0], buf, sizeof buf)) > 0;) msg.append(buf, (size_t)k);
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (WIFSIGNALED(status))
-    return "(child killed by signal " + std::to_string(WTERMSIG(status)) +
-           (WTERMSIG(status) == SIGALRM ? ": hung" : ": crashed") + ")";
-  return msg;
+  const testutil::ChildResult r = testutil::run_in_child(f, seconds);
+  return r.kind == testutil::ChildResult::returned ? "(no error)" : r.message;
 }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
@@ -161,7 +133,7 @@ TEST_CASE("hostile JSON: nesting deeper than the limit is refused before parsing
   const uint64_t n = header.size();
   ad::write_file_atomic(st, std::string(reinterpret_cast<const char*>(&n), 8) + header);
   err = error_in_child([&] { ad::load_safetensors(st); });
-  CHECK_MESSAGE(has(err, "safetensors file '" + st + "' header: JSON nests deeper than 100 levels"), err);
+  CHECK_MESSAGE(has(err, "safetensors file '" + st + "': header: JSON nests deeper than 100 levels"), err);
   ad::save_safetensors(st, {{"w", ad::zeros(ad::Shape{2})}}, {{"model_config", deep}, {"format", "pd-model-v1"}});
   err = error_in_child([&] { models::load_model(st); });
   CHECK_MESSAGE(has(err, st + ": metadata \"model_config\": JSON nests deeper"), err);
@@ -193,4 +165,65 @@ TEST_CASE("hostile JSON: a key repeated within one object is refused, naming the
   const std::string err = error_in_child([&] { models::load_run_config(path); });
   CHECK_MESSAGE(has(err, path + ": train.lr: the key appears twice"), err);
   std::remove(path.c_str());
+}
+
+// F10: errors that named neither the file nor the key. Every one now goes through the one JSON
+// parser (ad::parse_json) or the one config reader (models::ConfigSection).
+TEST_CASE("hostile messages: number overflow, a folder, a 10 MB key, wrong types and corpus counts name the file and key") {
+  const std::string path = temp_path("f10.json");
+  const std::string tms = R"({"model": {"type": "tms", "n_features": 5, "n_hidden": 2},
+    "data": {"type": "sparse_features", "feature_prob": 0.05}, "train": {"steps": 10, "batch_size": 8, "lr": LR}})";
+  std::string cfg = tms;
+  cfg.replace(cfg.find("LR"), 2, "1e999");
+  ad::write_file_atomic(path, cfg);
+  std::string err = error_in_child([&] { models::load_run_config(path); });
+  CHECK_MESSAGE(has(err, path + ": invalid JSON: number overflow parsing '1e999'"), err);
+  CHECK_MESSAGE(!has(err, "json.exception"), err);
+
+  // A folder given as the config.
+  const std::string dir = temp_path("f10_dir");
+  ad::prepare_output_dir(dir);
+  err = error_in_child([&] { models::load_run_config(dir); });
+  CHECK_MESSAGE(has(err, "'" + dir + "': it is a folder, not a file"), err);
+
+  // A 10 MB unknown key is named, cut to 80 characters.
+  cfg = tms;
+  cfg.replace(cfg.find("LR"), 2, "0.01");
+  cfg.insert(1, "\"" + std::string(10 << 20, 'k') + "\": 1, ");
+  ad::write_file_atomic(path, cfg);
+  err = error_in_child([&] { models::load_run_config(path); });
+  CHECK_MESSAGE(has(err, path + ": " + std::string(80, 'k') + "... (10485760 bytes): unknown key"), err);
+  CHECK(err.size() < 400);
+
+  // builtin:stories:N with N not a number used to be "stoll"; a huge N would generate forever.
+  for (const char* n : {"abc", "99999999999999999999", "0"}) {
+    ad::write_file_atomic(path, std::string(R"({"model": {"type": "tiny_lm", "d_model": 8, "n_layers": 1, "n_heads": 1,
+      "max_len": 8}, "data": {"type": "text", "corpus": "builtin:stories:)") + n + R"(", "seq_len": 4},
+      "train": {"steps": 1, "batch_size": 1, "lr": 0.01}})");
+    err = error_in_child([&] { models::load_run_config(path); });
+    CHECK_MESSAGE(has(err, path + ": data.corpus: corpus 'builtin:stories:" + n + "': N in builtin:stories:N"), err);
+  }
+
+  // Safetensors header and checkpoint metadata: the same parser, the same message.
+  const std::string st = temp_path("f10.safetensors");
+  std::string header = R"({"__metadata__": {"x": "1"}, "a": {"dtype": "F32", "shape": [1e999], "data_offsets": [0, 4]}})";
+  const uint64_t n = header.size();
+  ad::write_file_atomic(st, std::string(reinterpret_cast<const char*>(&n), 8) + header + "abcd");
+  err = error_in_child([&] { ad::load_safetensors(st); });
+  CHECK_MESSAGE(has(err, "safetensors file '" + st + "': header: invalid JSON: number overflow"), err);
+  ad::save_safetensors(st, {{"w", ad::zeros(ad::Shape{2})}}, {{"model_config", "[1e999]"}, {"format", "pd-model-v1"}});
+  err = error_in_child([&] { models::load_model(st); });
+  CHECK_MESSAGE(has(err, st + ": metadata \"model_config\": invalid JSON: number overflow"), err);
+
+  // Found by the fuzzing suite: a target model with a NaN weight trained into a NaN loss
+  // whose error named no file. Loaded parameters must be finite.
+  ad::Rng rng(0);
+  std::unique_ptr<models::Model> m = models::make_model(nlohmann::json::parse(R"({"type": "tms", "n_features": 5, "n_hidden": 2})"), rng);
+  m->parameters()[0].value.set_item(3, std::nan(""));
+  models::save_model(*m, st);
+  err = error_in_child([&] { models::load_model(st); });
+  CHECK_MESSAGE(has(err, st + ": tensor '" + m->parameters()[0].name + "' of the tms model has a non-finite value at flat index 3"), err);
+  std::remove(path.c_str());
+  std::remove(st.c_str());
+  std::remove(dir.c_str());
 }

@@ -90,7 +90,7 @@ TEST_CASE("spd: checkpoint files that are not SPD checkpoints or are damaged get
   ad::save_safetensors(path, {{"x", ad::zeros({2})}},
                        {{"format", "pd-checkpoint-v2"}, {"kind", "decompose"}, {"step", "3"}, {"config", "{"},
                         {"target_checkpoint", "t"}, {"target_fingerprint", "f"}, {"wall_s", "1"}, {"log", log}});
-  CHECK_THROWS_WITH(decomp::read_spd_checkpoint(path), doctest::Contains("'config' is not valid JSON"));
+  CHECK_THROWS_WITH(decomp::read_spd_checkpoint(path), doctest::Contains("metadata 'config': invalid JSON"));
   // valid metadata but the run's tensors are missing
   spd_test::TinyTMS tms(5, 2, false, ad::DType::f32);
   decomp::Target tgt = tms.target();

@@ -133,6 +133,15 @@ TEST_CASE("pd decompose runs an APD config end to end (stop, resume, --evaluate)
   CHECK(spd_row < apd_row);  // SPD first within a target
   const std::string missing = dir + "/metrics.json";
   CHECK_THROWS_WITH(run_pd({"compare", dir}), doctest::Contains(missing.c_str()));
+  // A metrics.json with a wrong type was "type must be string, but is number" (issue 21 F10).
+  json bad = m;
+  bad["target"] = 5;
+  ad::write_file_atomic(dir + "/metrics.json", bad.dump());
+  CHECK_THROWS_WITH(run_pd({"compare", dir}), doctest::Contains((missing + ": target: expected a string, got integer 5").c_str()));
+  bad = m;
+  bad["layers"] = json::array({1, 2});
+  ad::write_file_atomic(dir + "/metrics.json", bad.dump());
+  CHECK_THROWS_WITH(run_pd({"compare", dir}), doctest::Contains((missing + ": layers: expected an object").c_str()));
   std::system(("rm -rf " + dir).c_str());
 }
 
@@ -246,5 +255,51 @@ TEST_CASE("pd decompose and pd train check the output folder before training and
     CHECK(access((run + "/notes.tmp.txt").c_str(), F_OK) == 0);
     CHECK(access((run + "/checkpoint.safetensors").c_str(), F_OK) == 0);  // the stopped run's own
   }
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Issue 21 F11: pd train's non-finite stop names the first bad op (the same replay under the
+// NaN guard as pd decompose); a non-finite faithfulness warmup says it was the warmup.
+TEST_CASE("pd train and pd decompose name the first non-finite op; a diverging warmup is reported as the warmup") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
+  json target = json::parse(ad::read_file(dir + "/tms.json"));
+  target["train"]["lr"] = 1e30;  // the weights reach 1e30 after one step: W^T W x overflows
+  ad::write_file_atomic(dir + "/diverge.json", target.dump());
+  CHECK_THROWS_WITH(run_pd({"train", dir + "/diverge.json", "--out", dir + "/t", "--quiet"}),
+                    doctest::Contains("training: the loss is not finite at step 1 (loss = inf); first non-finite op: "
+                                      "NaN guard: forward of op 'linear'"));
+  REQUIRE(run_pd({"train", dir + "/tms.json", "--out", dir + "/target", "--quiet"}) == 0);
+  spd["train"]["faith_warmup_steps"] = 3;
+  spd["train"]["faith_warmup_lr"] = 1e30;
+  ad::write_file_atomic(dir + "/warm.json", spd.dump());
+  int rc = 0;
+  const std::string err = run_pd_stderr({"decompose", dir + "/warm.json", "--target-checkpoint",
+                                         dir + "/target/model.safetensors", "--out", dir + "/d", "--quiet"}, &rc);
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.find("spd faithfulness warmup (before training step 0, 3 warmup steps): the loss is not finite at "
+                         "step 1 (faithfulness = inf); first non-finite op: NaN guard: forward of op 'matmul'") !=
+                    std::string::npos, err);
+  std::system(("rm -rf " + dir).c_str());
+}
+
+// Issue 21 F2: with C smaller than n_features (TMS 5-2, C 4) the CI plot read past the CI matrix
+// (a heap overflow under ASan; garbage columns in ci_linear1.dat in a release build).
+TEST_CASE("pd decompose with fewer components than features plots C columns of CI values") {
+  const std::string dir = make_tmp_dir();
+  json spd = write_tiny_tms_configs(dir);
+  spd["C"] = 4;
+  spd["train"]["steps"] = 5;
+  ad::write_file_atomic(dir + "/spd.json", spd.dump());
+  REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/run", "--quiet"}) == 0);
+  std::istringstream dat(ad::read_file(dir + "/run/ci_linear1.dat"));
+  int rows = 0;
+  for (std::string line; std::getline(dat, line); ++rows) {
+    std::istringstream cols(line);
+    int n = 0;
+    for (double v; cols >> v; ++n) CHECK((v >= 0 && v <= 1));
+    CHECK(n <= 4);
+  }
+  CHECK(rows == 5);  // one row per feature
   std::system(("rm -rf " + dir).c_str());
 }

@@ -116,7 +116,7 @@ TEST_CASE("train loop: a non-finite loss stops with the step and the values; gra
     ad::Tensor loss = q.step(t, r, l, v);
     return t == 3 ? loss * std::nan("") : loss;
   };
-  CHECK_THROWS_WITH(ad::run_train_loop(opt, schedule(), nan_at_3, log, o), doctest::Contains("at step 3, loss = "));
+  CHECK_THROWS_WITH(ad::run_train_loop(opt, schedule(), nan_at_3, log, o), doctest::Contains("training: the loss is not finite at step 3 (loss = "));
   ad::TrainSchedule s = schedule();
   s.grad_clip_group["components"] = 1.0;
   CHECK_THROWS_WITH(ad::run_train_loop(opt, s, nan_at_3, log, o), doctest::Contains("grad_clip names parameter group 'components'"));

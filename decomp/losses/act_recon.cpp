@@ -28,7 +28,7 @@ struct ActReconTerm : LossTerm {
     const nlohmann::json l = s.has("layers") ? s.get_raw("layers") : nlohmann::json();
     if (!l.is_array() || l.empty()) s.error("layers", "must be a non-empty list of decomposed layer names");
     for (const auto& n : l) {
-      if (!n.is_string()) s.error("layers", "must be a list of layer names, found " + n.dump());
+      if (!n.is_string()) s.error("layers", "must be a list of layer names, found " + models::shown(n));
       layers.push_back(n.get<std::string>());
     }
   }

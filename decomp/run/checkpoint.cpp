@@ -60,12 +60,9 @@ SpdCheckpoint read_spd_checkpoint(const std::string& path) { return read_spd_che
 SpdCheckpoint read_spd_checkpoint(const std::string& path, ad::SafeTensors file) {
   SpdCheckpoint ck;
   ck.file = ad::read_checkpoint(path, kDecomposeCheckpointKind, std::move(file));
-  ad::check_json_depth(ck.file.meta("config"), path + ": metadata 'config'");
-  try {
-    ck.config = json::parse(ck.file.meta("config"));
-  } catch (const json::exception& e) {
-    ad::fail(path + ": metadata field 'config' is not valid JSON (" + e.what() + ")");
-  }
+  ck.config = ad::parse_json(ck.file.meta("config"), path + ": metadata 'config'");
+  if (!ck.config.is_object() || (ck.config.contains("target") && !ck.config["target"].is_object()))
+    ad::fail(path + ": metadata 'config' is not a decomposition config (an object)");
   ck.target_checkpoint = ck.file.meta("target_checkpoint");
   ck.target_fingerprint = ck.file.meta("target_fingerprint");
   return ck;

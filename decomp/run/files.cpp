@@ -75,10 +75,7 @@ void load_decomposition(Decomposition& spd, const std::string& path) {
   for (size_t i = 0; i < p.size(); ++i) {
     auto it = st.tensors.find(n[i]);
     if (it == st.tensors.end()) ad::fail(path + ": tensor '" + n[i] + "' missing");
-    if (it->second.shape() != p[i].shape())
-      ad::fail(path + ": tensor '" + n[i] + "' has shape " + it->second.shape().str() + ", expected " +
-               p[i].shape().str());
-    ad::copy_into(p[i], it->second);
+    ad::copy_loaded(p[i], it->second, path + ": tensor '" + n[i] + "'");
   }
 }
 

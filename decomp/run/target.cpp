@@ -97,15 +97,20 @@ TargetSection read_target_section(const json& cfg, const std::string& config_pat
     const json layers = ts.get_raw("layers");
     if (!layers.is_array()) ts.error("layers", "expected a list of layer names");
     for (const json& l : layers) {
-      if (!l.is_string()) ts.error("layers", "expected a list of layer names, found " + l.dump());
+      if (!l.is_string()) ts.error("layers", "expected a list of layer names, found " + models::shown(l));
       t.layers.push_back(l.get<std::string>());
     }
   }
   ts.finish();
-  if (t.run_config.is_string())
-    t.run = models::load_run_config(resolve(t.run_config.get<std::string>(), config_path));
-  else
+  if (t.run_config.is_string()) {
+    try {  // the error names the run config file and, through the key, this config
+      t.run = models::load_run_config(resolve(t.run_config.get<std::string>(), config_path));
+    } catch (const ad::Error& e) {
+      ts.error("run_config", e.what());
+    }
+  } else {
     t.run = models::parse_run_config(t.run_config, config_path + ": target.run_config");
+  }
   if (!ckpt.empty()) t.checkpoint = resolve(ckpt, config_path);
   return t;
 }
