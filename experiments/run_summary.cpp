@@ -19,14 +19,16 @@ RunSummary read_run(const std::string& dir) {
   r.metrics = models::read_json_file(file);
   const json& m = r.metrics;
   if (!m.is_object()) ad::fail(file + ": not a JSON object");
+  // Read through a ConfigSection for its errors ("<file>: target: expected a string, got ...");
+  // the other fields are shown as they are, so no finish().
+  models::ConfigSection s(m, file, "");
   for (const char* k : {"layers", "target", "steps"})
-    if (!m.contains(k)) ad::fail(file + ": " + k + ": missing (not a pd decompose metrics.json)");
-  if (!m["layers"].is_object()) ad::fail(file + ": layers: not an object");
-  if (!m["target"].is_string()) ad::fail(file + ": target: not a string");
-  r.target = m["target"].get<std::string>();
-  r.method = m.value("method", std::string("spd"));
+    if (!s.has(k)) s.error(k, "missing (not a pd decompose metrics.json)");
+  if (!m["layers"].is_object()) s.error("layers", "expected an object (layer name -> metrics)");
+  r.target = s.get_string("target");
+  r.method = s.get_string("method", "spd");
   for (auto it = m["layers"].begin(); it != m["layers"].end(); ++it) {
-    if (!it->is_object()) ad::fail(file + ": layers." + it.key() + ": not an object");
+    if (!it->is_object()) ad::fail(file + ": layers." + ad::clip_for_message(it.key()) + ": not an object");
     r.layers.push_back(it.key());
   }
   return r;
