@@ -93,6 +93,7 @@ int64_t run_train_loop(Optimizer& opt, const TrainSchedule& s, const TrainStepFn
     backward(loss);
     if (o.after_backward) o.after_backward();
     opt.step(lr);
+    if (o.after_step) o.after_step();
     for (auto& kv : values) {
       auto& w = log.window[kv.first];
       w.first += kv.second;

@@ -67,6 +67,8 @@ struct TrainLoopOptions {
   std::string what = "training";
   // Called between backward and the optimiser step (e.g. to project gradients).
   std::function<void()> after_backward;
+  // Called after the optimiser step (e.g. state that updates from this step's gradients).
+  std::function<void()> after_step;
 };
 
 // Runs steps [start_step, min(stop_after, steps)). Returns the number of steps completed. A

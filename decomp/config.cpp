@@ -90,7 +90,7 @@ void read_spd(ConfigSection& top, DecompConfig& c) {
 
 }  // namespace
 
-const char* method_name(Method m) { return m == Method::apd ? "apd" : "spd"; }
+const char* method_name(Method m) { return m == Method::apd ? "apd" : m == Method::vpd ? "vpd" : "spd"; }
 const char* attribution_name(Attribution a) {
   return a == Attribution::gradient ? "gradient" : a == Attribution::ablation ? "ablation" : "activation";
 }
@@ -105,7 +105,8 @@ DecompConfig parse_decomp_config(const json& j, const std::string& where) {
   c.seed = (uint64_t)get_count(top, "seed", 0, 0);
   const std::string method = top.get_string("method", "spd");
   if (method == "apd") c.method = Method::apd;
-  else if (method != "spd") top.error("method", "must be spd or apd, got '" + method + "'");
+  else if (method == "vpd") c.method = Method::vpd;
+  else if (method != "spd") top.error("method", "must be spd, apd or vpd, got '" + method + "'");
   c.model.C = get_count(top, "C", c.model.C, 1);
   // A key of the other method is left unread, so finish() reports it as not a key.
   if (c.method == Method::apd) read_apd(top, c);

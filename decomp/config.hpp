@@ -34,9 +34,10 @@ struct DenseKGroup {
   int64_t k = 0;
 };
 
-// Which method decomposes: SPD (METHODS 3) or APD (METHODS 2). Loss terms say which they serve.
-enum class Method { spd = 1, apd = 2 };
-const char* method_name(Method m);  // "spd" | "apd"
+// Which method decomposes: SPD (METHODS 3), APD (METHODS 2) or VPD (METHODS 4: SPD's
+// parametrisation with persistent adversarial masks). Values are the loss-term table's bits.
+enum class Method { spd = 1, apd = 2, vpd = 4 };
+const char* method_name(Method m);  // "spd" | "apd" | "vpd"
 
 // APD's own keys (METHODS 2). C components, each of rank m in every decomposed layer.
 enum class Attribution { gradient, ablation, activation };

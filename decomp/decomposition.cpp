@@ -2,6 +2,7 @@
 
 #include "decomp/apd.hpp"
 #include "decomp/spd.hpp"
+#include "decomp/vpd.hpp"
 
 namespace decomp {
 
@@ -126,6 +127,7 @@ std::vector<std::string> Decomposition::all_param_names() const {
 std::unique_ptr<Decomposition> make_decomposition(const Target& target, const DecompConfig& cfg, ad::Rng& init_rng) {
   try {
     if (cfg.method == Method::apd) return std::make_unique<APD>(target, cfg, init_rng);
+    if (cfg.method == Method::vpd) return std::make_unique<VPD>(target, cfg, init_rng);
     return std::make_unique<SPD>(target, cfg, init_rng);
   } catch (const models::ConfigError&) {
     throw;

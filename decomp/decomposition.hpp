@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "decomp/component_model.hpp"
@@ -62,9 +63,15 @@ class Decomposition {
   // identity and dense-k checks. Default: prepare(onehot).g_lower.
   virtual std::vector<ad::Tensor> onehot_on(const Batch& onehot, ad::Rng& rng) const;
   // Called by the trainer at the start of each step and between backward and the optimiser
-  // step (APD's unit-norm A columns and their gradient projection). Default: nothing.
+  // step (APD's unit-norm A columns and their gradient projection; VPD arms its sources).
+  // Default: nothing.
   virtual void before_step() {}
   virtual void after_backward() {}
+  // Called after the optimiser step (VPD's persistent sources take their ascent step). Default: nothing.
+  virtual void after_step() {}
+  // State besides the parameters that a checkpoint must hold for a bit-identical resume
+  // (VPD's persistent sources and their Adam moments), by name. Default: none.
+  virtual std::vector<std::pair<std::string, ad::Tensor>> persistent_state() const { return {}; }
 
   ad::Tensor distance(const ad::Tensor& out, const ad::Tensor& target_out) const;
   // The target's forward with masked layers replaced. With `cache` (from prepare() on this

@@ -93,6 +93,12 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
     Batch b = spd.target.sample(n, rng);
     StepState st = spd.prepare(b, rng);
     for (const auto& t : terms) r.losses[t->label] += w * spd.term(*t, b, st, 1.0, rng).item();
+    if (spd.cfg.method != Method::apd) {  // APD's on-values are per component, not per column
+      std::vector<LayerMask> zero(cm.layers.size());
+      for (size_t l = 0; l < zero.size(); ++l) zero[l].m = ad::zeros(st.g_lower[l].shape(), st.g_lower[l].dtype());
+      r.recon_zero += w * spd.distance(spd.forward_masked(b, zero, spd.reuse_target_pass ? &st.cache : nullptr),
+                                       st.target_out).item();
+    }
     for (size_t l = 0; l < cm.layers.size(); ++l) {
       Mat g = to_mat(st.g_lower[l]);
       l0_sum[l] += ci_l0(g, thr) * (double)g.rows;
@@ -161,6 +167,10 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
     ge.onehot_active = alive_components(ge.ci_onehot, thr);
     ge.block_coverage = dense_k_block_coverage(ge.ci_onehot, g.k, thr);
     r.groups.push_back(ge);
+  }
+  if (spd.target.distance == Distance::kl && spd.cfg.method != Method::apd) {
+    r.has_lm = true;
+    r.lm = evaluate_lm(spd, rng, total, chunk);
   }
   return r;
 }

@@ -11,6 +11,8 @@
 
 #include "decomp/metrics.hpp"
 #include "decomp/decomposition.hpp"
+#include "decomp/evaluate_lm.hpp"
+#include "decomp/failure_modes.hpp"
 
 namespace decomp {
 
@@ -46,6 +48,12 @@ struct EvalResult {
   std::vector<LayerEval> layers;
   std::vector<GroupEval> groups;
   std::map<std::string, double> losses;  // evaluated_terms() by label, on the eval batch
+  // D(f(x | every component of every layer ablated), f(x)) on the eval batch: the scale the
+  // CI-masked reconstruction is judged against (failure modes).
+  double recon_zero = 0;
+  bool has_lm = false;  // sequence targets of the CI methods: KL / CE per masking strategy
+  LMEval lm;
+  std::vector<FailureMode> failure_modes;  // filled by detect_failure_modes (needs the training log)
 };
 
 // What evaluation reports: every configured term (its own parameters, by label), then each

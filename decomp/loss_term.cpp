@@ -5,6 +5,7 @@
 #include "decomp/apd.hpp"
 #include "decomp/masks.hpp"
 #include "decomp/spd.hpp"
+#include "decomp/vpd.hpp"
 
 namespace decomp {
 
@@ -29,6 +30,12 @@ const APD& TermContext::apd() const {
   const APD* a = dynamic_cast<const APD*>(&dec);
   if (!a) ad::fail(std::string("loss term: needs an APD decomposition, this is ") + dec.method_name());
   return *a;
+}
+
+const VPD& TermContext::vpd() const {
+  const VPD* v = dynamic_cast<const VPD*>(&dec);
+  if (!v) ad::fail(std::string("loss term: needs a VPD decomposition, this is ") + dec.method_name());
+  return *v;
 }
 
 std::shared_ptr<LossTerm> make_loss_term(const std::string& kind) {

@@ -4,7 +4,8 @@
 //
 //   PD_LOSS_TERM(stochastic_recon, kSPD, /*monitor=*/true, [] { return std::make_unique<StochasticReconTerm>(); });
 //
-// where the second argument says which methods the term serves (kSPD, kAPD or both).
+// where the second argument says which methods the term serves (kSPD, kAPD, kVPD, or kCI for
+// the methods with causal-importance functions: SPD and VPD).
 //
 // Training (SPD::total_loss) and evaluation (decomp/evaluate) both read this table: training
 // sums coeff * value over the configured terms; evaluation reports every configured term
@@ -26,11 +27,14 @@ namespace decomp {
 class Decomposition;
 class SPD;
 class APD;
+class VPD;
 struct Batch;
 struct StepState;
 
 // Bits of the methods a term serves (decomp::Method values).
-inline constexpr int kSPD = 1, kAPD = 2;
+inline constexpr int kSPD = 1, kAPD = 2, kVPD = 4;
+// VPD keeps SPD's parametrisation, CI functions and masks, so every SPD term serves it too.
+inline constexpr int kCI = kSPD | kVPD;
 
 // What a term sees at one step: the decomposition, the batch, the step's cached target pass
 // and the method's per-step values, the training fraction t / T (for annealed parameters)
@@ -44,6 +48,7 @@ struct TermContext {
   // The decomposition as its method (the table only pairs a term with its methods).
   const SPD& spd() const;
   const APD& apd() const;
+  const VPD& vpd() const;
 };
 
 struct LossTerm {
@@ -60,7 +65,7 @@ struct LossTerm {
 
 struct LossTermKind {
   std::string kind;
-  int methods = 0;       // kSPD | kAPD
+  int methods = 0;       // bits of kSPD, kAPD, kVPD
   bool monitor = false;  // reported by every evaluation of its methods, configured or not
   std::function<std::unique_ptr<LossTerm>()> make;
 };

@@ -48,6 +48,7 @@ int64_t train_decomposition(Decomposition& dec, TrainLog* log,
   lo.stop_after = hooks ? hooks->stop_after : -1;
   lo.on_log = progress;
   lo.after_backward = [&] { dec.after_backward(); };
+  lo.after_step = [&] { dec.after_step(); };
   lo.what = std::string(dec.method_name()) + " training";
   if (hooks && hooks->checkpoint) lo.checkpoint = [&](int64_t next) { hooks->checkpoint(next, opt, *log); };
   return ad::run_train_loop(opt, tc, [&](int64_t step, ad::Rng& rng, bool log_now, std::map<std::string, double>& v) {

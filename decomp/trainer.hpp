@@ -2,7 +2,7 @@
 // faithfulness warmup (METHODS 3.4: AdamW on U, V towards W), then AdamW (weight decay 0 by
 // default, i.e. Adam) over the components and CI functions with the configured schedule and
 // per-group clipping (METHODS 3.5). Each step starts with dec.before_step(); dec.after_backward()
-// runs between backward and the optimiser step. Step t's batch and masks come from
+// runs between backward and the optimiser step, dec.after_step() after it. Step t's batch and masks come from
 // Rng(step_seed(cfg.seed, t, kDecomposeStream)).
 #pragma once
 #include <functional>

@@ -20,7 +20,7 @@ namespace {
 int cmd_decompose(int argc, char** argv) {
   CLI::App app{"SPD decomposition of a target model (METHODS section 3)"};
   pd::DecomposeOptions o;
-  app.add_option("config", o.config_path, "decomposition config (experiments/configs/spd_*.json)")->required();
+  app.add_option("config", o.config_path, "decomposition config (experiments/configs/{spd,apd,vpd}_*.json)")->required();
   app.add_option("--out", o.out_dir, "output directory (default runs/<config name>)");
   app.add_option("--seed", o.seed, "override the config's seed")->check(pd::at_least(0));
   app.add_option("--steps", o.steps, "override train.steps")->check(pd::at_least(0));

@@ -14,7 +14,7 @@ int cmd_sweep(int argc, char** argv) {
   pd::SweepOptions o;
   std::string seeds;
   std::vector<std::string> sets;
-  app.add_option("config", o.config_path, "decomposition config (experiments/configs/spd_*.json)")->required();
+  app.add_option("config", o.config_path, "decomposition config (experiments/configs/{spd,apd,vpd}_*.json)")->required();
   app.add_option("--seeds", seeds, "seeds: a range 0-4, a list 0,2,5, or both 0-2,7")->required();
   app.add_option("--set", sets, "key=v1,v2: a config key (dotted for nested keys, e.g. train.lr) and its values; "
                                 "repeat for a grid");

@@ -1,5 +1,6 @@
 #include "experiments/decomp_report.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <iomanip>
@@ -189,7 +190,9 @@ void write_components_json(const decomp::Decomposition& spd, const decomp::EvalR
 
 std::string result_table(const decomp::Decomposition& spd, const decomp::EvalResult& ev, double wall_s) {
   std::ostringstream o;
-  o << (spd.cfg.method == decomp::Method::apd ? "APD" : "SPD") << " decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps
+  std::string method = spd.method_name();
+  for (char& ch : method) ch = (char)std::toupper((unsigned char)ch);
+  o << method << " decomposition of " << spd.target.name << " (seed " << spd.cfg.seed << ", " << spd.cfg.train.steps
     << " steps, batch " << spd.cfg.train.batch_size << ")\n";
   o << std::left << std::setw(20) << "layer" << std::right << std::setw(6) << "C" << std::setw(7) << "alive"
     << std::setw(8) << "norm>.1" << std::setw(9) << "CI_L0" << std::setw(9) << "id-err" << std::setw(12)
@@ -224,6 +227,14 @@ std::string result_table(const decomp::Decomposition& spd, const decomp::EvalRes
   o << "final losses (eval batch):";
   for (auto& kv : ev.losses) o << "  " << kv.first << "=" << std::scientific << std::setprecision(3) << kv.second;
   o << "\n";
+  if (ev.has_lm) {
+    o << "masking strategy      KL         CE    ce_unrecovered   (target CE " << std::fixed << std::setprecision(4)
+      << ev.lm.ce_target << ", " << ev.lm.sequences << " sequences)\n";
+    for (const decomp::MaskingEval& m : ev.lm.strategies)
+      o << std::left << std::setw(16) << m.strategy << std::right << std::setw(10) << std::setprecision(4) << m.kl
+        << std::setw(11) << m.ce << std::setw(14) << m.ce_unrecovered << "\n";
+  }
+  if (!ev.failure_modes.empty()) o << decomp::failure_modes_text(ev.failure_modes);
   if (wall_s >= 0) o << "wall time " << std::fixed << std::setprecision(1) << wall_s << " s\n";
   return o.str();
 }

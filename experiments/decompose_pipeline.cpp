@@ -97,7 +97,8 @@ std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const st
 // evaluate -> metrics.json (-> decomposition.safetensors) -> plots -> result table.
 void finish_run(const Run& r, json extra, const std::string& out_dir, double wall_s, bool save, bool evaluated) {
   ad::Rng eval_rng(eval_seed(r.sc));
-  const decomp::EvalResult ev = decomp::evaluate(*r.spd, eval_rng, r.sc.dense_k, r.sc.dense_k_groups);
+  decomp::EvalResult ev = decomp::evaluate(*r.spd, eval_rng, r.sc.dense_k, r.sc.dense_k_groups);
+  ev.failure_modes = decomp::detect_failure_modes(*r.spd, ev, r.log);
   extra["config"] = r.cfg;
   extra["target"] = r.lt.target.name;
   extra["target_checkpoint"] = r.lt.checkpoint;

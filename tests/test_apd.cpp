@@ -283,7 +283,7 @@ TEST_CASE("apd: config errors name the key; SPD keys and terms are refused in an
   j = apd_config(3, 2, 1.0), j["losses"].push_back({{"name", "act_recon"}});
   CHECK(err(j).find("losses[3].layers") != std::string::npos);
   j = apd_config(3, 2, 1.0), j["method"] = "xpd";
-  CHECK(err(j).find("method: must be spd or apd") != std::string::npos);
+  CHECK(err(j).find("method: must be spd, apd or vpd") != std::string::npos);
   nlohmann::json s = nlohmann::json::parse(R"({"C": 4, "losses": [{"name": "minimality"}]})");
   CHECK(err(s).find("'minimality' is not a loss term of method spd") != std::string::npos);
 }

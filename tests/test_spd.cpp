@@ -748,7 +748,7 @@ TEST_CASE("configs: every shipped run and decomposition config parses") {
       if (e.path().extension() != ".json") continue;
       const std::string path = e.path().string(), name = e.path().filename().string();
       INFO(path);
-      if (name.rfind("spd_", 0) == 0 || name.rfind("apd_", 0) == 0)
+      if (name.rfind("spd_", 0) == 0 || name.rfind("apd_", 0) == 0 || name.rfind("vpd_", 0) == 0)
         CHECK_NOTHROW(decomp::parse_decomp_config(models::read_json_file(path), path));
       else CHECK_NOTHROW(models::load_run_config(path));
       ++n;

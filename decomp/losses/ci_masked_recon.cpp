@@ -18,6 +18,6 @@ struct CIMaskedReconTerm : LossTerm {
 };
 }  // namespace
 
-PD_LOSS_TERM(ci_masked_recon, kSPD, true, [] { return std::make_unique<CIMaskedReconTerm>(); });
+PD_LOSS_TERM(ci_masked_recon, kCI, true, [] { return std::make_unique<CIMaskedReconTerm>(); });
 
 }  // namespace decomp

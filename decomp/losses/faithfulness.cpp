@@ -24,6 +24,6 @@ struct FaithfulnessTerm : LossTerm {
 };
 }  // namespace
 
-PD_LOSS_TERM(faithfulness, kSPD | kAPD, true, [] { return std::make_unique<FaithfulnessTerm>(); });
+PD_LOSS_TERM(faithfulness, kCI | kAPD, true, [] { return std::make_unique<FaithfulnessTerm>(); });
 
 }  // namespace decomp

@@ -54,6 +54,6 @@ struct ImportanceMinimalityTerm : LossTerm {
 };
 }  // namespace
 
-PD_LOSS_TERM(importance_minimality, kSPD, false, [] { return std::make_unique<ImportanceMinimalityTerm>(); });
+PD_LOSS_TERM(importance_minimality, kCI, false, [] { return std::make_unique<ImportanceMinimalityTerm>(); });
 
 }  // namespace decomp

@@ -47,6 +47,22 @@ struct PgdParams {
   double step_size = 1.0;
 };
 ad::Tensor pgd_recon(const SPD& spd, const Batch& b, const StepState& st, const PgdParams& p, ad::Rng& rng);
+// The masks sign PGD ends at (pgd_recon is the distance under them): the evaluation's
+// adversarial CE reads the masked output itself.
+std::vector<LayerMask> pgd_masks(const SPD& spd, const Batch& b, const StepState& st, const PgdParams& p, ad::Rng& rng);
+
+// What sign PGD and persistent PGD (decomp/vpd.hpp) share. Adversarial masks from sources:
+// m_l = g_l + (1 - g_l) s_l, m_delta_l = s_delta_l (when delta), route_l when routes is not empty.
+// A source may be smaller than g: s_l [n, ..., C] (example b reads row b mod n) with size 1
+// or g's size on the other axes, or fewer axes (broadcast).
+std::vector<LayerMask> source_masks(const std::vector<ad::Tensor>& g, const std::vector<ad::Tensor>& s,
+                                    const std::vector<ad::Tensor>& s_delta, const std::vector<ad::Tensor>& routes,
+                                    bool delta);
+// d D(f(x | source_masks), f(x)) / d s for every s_l and s_delta_l (in that order, layer by layer),
+// with g, V, U and the CI functions held constant (the inner ascent steps).
+std::vector<ad::Tensor> source_gradients(const SPD& spd, const Batch& b, const StepState& st,
+                                         const std::vector<ad::Tensor>& s, const std::vector<ad::Tensor>& s_delta,
+                                         const std::vector<ad::Tensor>& routes);
 
 // CIMaskedRecon (m = g, no delta) and UnmaskedRecon (m = 1): monitors.
 ad::Tensor ci_masked_recon(const SPD& spd, const Batch& b, const StepState& st);

@@ -24,7 +24,67 @@ void sign_ascent_step(Tensor& s, const Tensor& ds, double eta) {
 }
 }  // namespace
 
-Tensor pgd_recon(const SPD& spd, const Batch& b, const StepState& st, const PgdParams& t, ad::Rng& rng) {
+namespace {
+// s broadcast / tiled to g's shape [B, ..., C] (see source_masks).
+Tensor tile_source(const Tensor& s, const ad::Shape& gs) {
+  if (s.shape() == gs) return s;
+  const int64_t n = s.size(0), B = gs[0];
+  if (n == 1 || s.dim() != gs.nd) return s + ad::zeros(gs, s.dtype());
+  // [n, rest] -> [1, n, rest] + zeros [reps, 1, rest] -> [reps n, rest] -> first B rows:
+  // example b reads row b mod n (an evaluation chunk need not be a multiple of n)
+  const int64_t reps = (B + n - 1) / n;
+  ad::Shape s3 = s.shape(), z3 = gs, tiled = gs;
+  s3.nd = z3.nd = gs.nd + 1;
+  for (int i = gs.nd; i > 1; --i) s3.d[i] = s.shape()[i - 1], z3.d[i] = gs[i - 1];
+  s3.d[0] = 1, s3.d[1] = n, z3.d[0] = reps, z3.d[1] = 1;
+  tiled.d[0] = reps * n;
+  const Tensor t = ad::reshape(ad::reshape(s, s3) + ad::zeros(z3, s.dtype()), tiled);
+  return reps * n == B ? t : ad::slice(t, 0, 0, B);
+}
+}  // namespace
+
+std::vector<LayerMask> source_masks(const std::vector<Tensor>& g, const std::vector<Tensor>& s,
+                                    const std::vector<Tensor>& s_delta, const std::vector<Tensor>& routes, bool delta) {
+  std::vector<LayerMask> masks(g.size());
+  for (size_t l = 0; l < g.size(); ++l) {
+    masks[l].m = stochastic_mask(g[l], tile_source(s[l], g[l].shape()));  // m = g + (1 - g) s
+    if (delta) {
+      ad::Shape ds = g[l].shape();
+      ds[-1] = 1;
+      masks[l].m_delta = tile_source(s_delta[l], ds);
+    }
+    if (!routes.empty()) masks[l].route = routes[l];
+  }
+  return masks;
+}
+
+std::vector<Tensor> source_gradients(const SPD& spd, const Batch& b, const StepState& st, const std::vector<Tensor>& s,
+                                     const std::vector<Tensor>& s_delta, const std::vector<Tensor>& routes) {
+  // Ascent on s alone: g, V, U and the cached h = x V are constants here, so the backward
+  // computes only dD/ds (no dV, dU, nor the CI functions' backward).
+  const bool delta = spd.cfg.delta;
+  std::vector<Tensor> g_const;
+  for (const Tensor& g : st.g_lower) g_const.push_back(ad::detach(g));
+  TargetPassCache adv_cache = st.cache;  // shares the constant target pass; own h
+  for (Tensor& h : adv_cache.h)
+    if (h.defined()) h = ad::detach(h);
+  ConstantComponentsScope constant(spd.cm);
+  ad::EnableGradGuard eg;  // also inside evaluation's NoGradGuard (monitors)
+  std::vector<Tensor> leaves, src(s.size()), src_d(s.size());
+  for (size_t l = 0; l < s.size(); ++l) {
+    src[l] = ad::detach(s[l]).requires_grad_();
+    leaves.push_back(src[l]);
+    if (delta) {
+      src_d[l] = ad::detach(s_delta[l]).requires_grad_();
+      leaves.push_back(src_d[l]);
+    }
+  }
+  const Tensor out = spd.forward_masked(b, source_masks(g_const, src, src_d, routes, delta),
+                                        spd.reuse_target_pass ? &adv_cache : nullptr);
+  return ad::grad(spd.distance(out, st.target_out), leaves);
+}
+
+std::vector<LayerMask> pgd_masks(const SPD& spd, const Batch& b, const StepState& st, const PgdParams& t, ad::Rng& rng) {
   const size_t M = spd.cm.layers.size();
   const bool delta = spd.cfg.delta;
   std::vector<Tensor> routes;
@@ -47,55 +107,23 @@ Tensor pgd_recon(const SPD& spd, const Batch& b, const StepState& st, const PgdP
       s_delta[l] = init(gs);
     }
   }
-  // The masked loss at sources s, with the CI values g taken from `g` (per layer).
-  auto loss_at = [&](const std::vector<Tensor>& g, const std::vector<Tensor>& src, const std::vector<Tensor>& src_d,
-                     TargetPassCache* cache) {
-    std::vector<LayerMask> masks(M);
-    for (size_t l = 0; l < M; ++l) {
-      const Tensor r = src[l].shape() == g[l].shape() ? src[l] : src[l] + ad::zeros(g[l].shape(), g[l].dtype());
-      masks[l].m = stochastic_mask(g[l], r);  // m = g + (1 - g) s
+  for (int k = 0; k < t.steps; ++k) {
+    const std::vector<Tensor> ds = source_gradients(spd, b, st, s, s_delta, routes);
+    for (size_t l = 0, i = 0; l < M; ++l) {
+      s[l] = ad::clone(s[l]);
+      sign_ascent_step(s[l], ds[i++], t.step_size);
       if (delta) {
-        ad::Shape ds = g[l].shape();
-        ds[-1] = 1;
-        masks[l].m_delta = src_d[l].shape() == ds ? src_d[l] : src_d[l] + ad::zeros(ds, g[l].dtype());
-      }
-      if (!routes.empty()) masks[l].route = routes[l];
-    }
-    return spd.distance(spd.forward_masked(b, masks, cache), st.target_out);
-  };
-  if (t.steps > 0) {
-    // Ascent on s alone: g, V, U and the cached h = x V are constants here, so the inner
-    // backward computes only dL/ds (no dV, dU, nor the CI functions' backward).
-    std::vector<Tensor> g_const;
-    for (const Tensor& g : st.g_lower) g_const.push_back(ad::detach(g));
-    TargetPassCache adv_cache = st.cache;  // shares the constant target pass; own h
-    for (Tensor& h : adv_cache.h)
-      if (h.defined()) h = ad::detach(h);
-    ConstantComponentsScope constant(spd.cm);
-    ad::EnableGradGuard eg;  // also inside evaluation's NoGradGuard (monitors)
-    for (int k = 0; k < t.steps; ++k) {
-      std::vector<Tensor> leaves;
-      for (size_t l = 0; l < M; ++l) {
-        s[l] = ad::detach(s[l]).requires_grad_();
-        leaves.push_back(s[l]);
-        if (delta) {
-          s_delta[l] = ad::detach(s_delta[l]).requires_grad_();
-          leaves.push_back(s_delta[l]);
-        }
-      }
-      const std::vector<Tensor> ds =
-          ad::grad(loss_at(g_const, s, s_delta, spd.reuse_target_pass ? &adv_cache : nullptr), leaves);
-      for (size_t l = 0, i = 0; l < M; ++l) {
-        s[l] = ad::clone(s[l]);
-        sign_ascent_step(s[l], ds[i++], t.step_size);
-        if (delta) {
-          s_delta[l] = ad::clone(s_delta[l]);
-          sign_ascent_step(s_delta[l], ds[i++], t.step_size);
-        }
+        s_delta[l] = ad::clone(s_delta[l]);
+        sign_ascent_step(s_delta[l], ds[i++], t.step_size);
       }
     }
   }
-  return loss_at(st.g_lower, s, s_delta, spd.reuse_target_pass ? &st.cache : nullptr);
+  return source_masks(st.g_lower, s, s_delta, routes, delta);
+}
+
+Tensor pgd_recon(const SPD& spd, const Batch& b, const StepState& st, const PgdParams& t, ad::Rng& rng) {
+  const std::vector<LayerMask> masks = pgd_masks(spd, b, st, t, rng);
+  return spd.distance(spd.forward_masked(b, masks, spd.reuse_target_pass ? &st.cache : nullptr), st.target_out);
 }
 
 namespace {
@@ -127,7 +155,7 @@ struct PgdReconTerm : LossTerm {
 };
 }  // namespace
 
-PD_LOSS_TERM(pgd_recon, kSPD, false, [] { return std::make_unique<PgdReconTerm>(Routing::all); });
-PD_LOSS_TERM(pgd_recon_subset, kSPD, false, [] { return std::make_unique<PgdReconTerm>(Routing::uniform_k); });
+PD_LOSS_TERM(pgd_recon, kCI, false, [] { return std::make_unique<PgdReconTerm>(Routing::all); });
+PD_LOSS_TERM(pgd_recon_subset, kCI, false, [] { return std::make_unique<PgdReconTerm>(Routing::uniform_k); });
 
 }  // namespace decomp

@@ -63,10 +63,10 @@ struct StochasticReconTerm : LossTerm {
 };
 }  // namespace
 
-PD_LOSS_TERM(stochastic_recon, kSPD, true, [] { return std::make_unique<StochasticReconTerm>(Routing::all, false); });
-PD_LOSS_TERM(stochastic_recon_subset, kSPD, false,
+PD_LOSS_TERM(stochastic_recon, kCI, true, [] { return std::make_unique<StochasticReconTerm>(Routing::all, false); });
+PD_LOSS_TERM(stochastic_recon_subset, kCI, false,
              [] { return std::make_unique<StochasticReconTerm>(Routing::uniform_k, false); });
-PD_LOSS_TERM(stochastic_recon_layerwise, kSPD, false,
+PD_LOSS_TERM(stochastic_recon_layerwise, kCI, false,
              [] { return std::make_unique<StochasticReconTerm>(Routing::layerwise, true); });
 
 }  // namespace decomp

@@ -22,6 +22,6 @@ struct UnmaskedReconTerm : LossTerm {
 };
 }  // namespace
 
-PD_LOSS_TERM(unmasked_recon, kSPD | kAPD, true, [] { return std::make_unique<UnmaskedReconTerm>(); });
+PD_LOSS_TERM(unmasked_recon, kCI | kAPD, true, [] { return std::make_unique<UnmaskedReconTerm>(); });
 
 }  // namespace decomp

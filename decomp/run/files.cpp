@@ -49,6 +49,9 @@ json metrics_json(const Decomposition& spd, const EvalResult& ev, const TrainLog
     j["mmcs"] = tms->mm.mmcs, j["ml2r"] = tms->mm.ml2r, j["mmcs_large_norm"] = tms->mm_large_norm.mmcs,
     j["ml2r_large_norm"] = tms->mm_large_norm.ml2r;
   j["eval_losses"] = ev.losses;
+  if (ev.recon_zero > 0) j["recon_zero"] = ev.recon_zero;
+  if (ev.has_lm) j["lm"] = ev.lm.to_json();
+  if (!ev.failure_modes.empty()) j["failure_modes"] = failure_modes_json(ev.failure_modes);
   json last = json::object();
   for (auto& kv : log.values)
     if (!kv.second.empty()) last[kv.first] = kv.second.back();

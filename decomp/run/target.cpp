@@ -3,10 +3,12 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <set>
 
 #include "models/config.hpp"
 #include "models/data.hpp"
+#include "models/train.hpp"
 
 namespace decomp {
 
@@ -57,6 +59,19 @@ Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig
       Batch b;
       b.size = B;
       b.ids = models::sample_induction(vocab, half, B, rng).inputs;
+      return b;
+    };
+    t.forward = [model](const Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };
+  } else if (run.data.type == "text") {
+    // Windows of the corpus's training split, as the target was trained on (the same
+    // deterministic tokenizer is rebuilt from the corpus).
+    t.distance = Distance::kl;
+    auto ds = std::make_shared<const models::TextDataset>(models::make_run_dataset(run.data));
+    const int64_t seq = run.data.seq_len;
+    t.sample = [ds, seq](int64_t B, ad::Rng& rng) {
+      Batch b;
+      b.size = B;
+      b.ids = models::sample_text(ds->train, seq, B, rng).inputs;
       return b;
     };
     t.forward = [model](const Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };

@@ -27,6 +27,7 @@ pd::BenchJson time_spd_step(const decomp::Target& target, const decomp::DecompCo
     ad::backward(dec->total_loss(b, 0.5, rng, nullptr, false));
     dec->after_backward();
     adam.step(lr);
+    dec->after_step();
   };
   pd::Timing t = pd::time_it(step, opt.min_seconds < 2.0 && !opt.quick ? 2.0 : opt.min_seconds);
   return {{"steps_per_s", 1.0 / t.median_s}, {"best_steps_per_s", 1.0 / t.best_s}, {"ms_per_step", 1e3 * t.median_s},
