@@ -12,12 +12,14 @@ CIType parse_ci_type(const std::string& s) {
   if (s == "mlp") return CIType::mlp;
   if (s == "vector_mlp") return CIType::vector_mlp;
   if (s == "shared_mlp") return CIType::shared_mlp;
-  ad::fail("unknown CI function type '" + s + "' (expected mlp, vector_mlp or shared_mlp)");
+  if (s == "transformer") return CIType::transformer;
+  ad::fail("unknown CI function type '" + s + "' (expected mlp, vector_mlp, shared_mlp or transformer)");
 }
 const char* ci_type_name(CIType t) {
   switch (t) {
     case CIType::mlp: return "mlp";
     case CIType::vector_mlp: return "vector_mlp";
+    case CIType::transformer: return "transformer";
     default: return "shared_mlp";
   }
 }
@@ -36,6 +38,7 @@ Tensor leaf_zeros(const ad::Shape& s, ad::DType dt) {
 // ---- per-layer CI functions ------------------------------------------------------------------
 void CIFunction::init(CIType t, const std::vector<int64_t>& hidden_sizes, int64_t d_in, int64_t C,
                       ad::DType dt, ad::Rng& rng) {
+  if (t == CIType::transformer) ad::fail("CI function 'transformer' is global only (\"global\": true)");
   type = t;
   hidden = hidden_sizes;
   params.clear();
@@ -137,6 +140,16 @@ std::vector<Tensor> GlobalCIFunction::parameters() const {
   for (size_t k = 0; k < mid_w.size(); ++k) p.push_back(mid_w[k]), p.push_back(mid_b[k]);
   for (size_t l = 0; l < last_w.size(); ++l) p.push_back(last_w[l]), p.push_back(last_b[l]);
   return p;
+}
+
+std::vector<std::string> GlobalCIFunction::param_names(const std::vector<std::string>& layer_names) const {
+  std::vector<std::string> n;
+  for (const std::string& l : layer_names) n.push_back("ci_global.first_w." + l);
+  n.push_back("ci_global.first_b");
+  for (size_t k = 0; k < mid_w.size(); ++k)
+    n.push_back("ci_global.mid_w" + std::to_string(k)), n.push_back("ci_global.mid_b" + std::to_string(k));
+  for (const std::string& l : layer_names) n.push_back("ci_global.last_w." + l), n.push_back("ci_global.last_b." + l);
+  return n;
 }
 
 }  // namespace decomp

@@ -15,8 +15,9 @@ namespace decomp {
 ad::Tensor leaf_normal(const ad::Shape& s, double std, ad::DType dt, ad::Rng& rng);
 ad::Tensor leaf_zeros(const ad::Shape& s, ad::DType dt);
 
-enum class CIType { mlp, vector_mlp, shared_mlp };
-CIType parse_ci_type(const std::string& s);  // "mlp" | "vector_mlp" | "shared_mlp"
+// transformer: global only (decomp/ci_transformer.hpp).
+enum class CIType { mlp, vector_mlp, shared_mlp, transformer };
+CIType parse_ci_type(const std::string& s);  // "mlp" | "vector_mlp" | "shared_mlp" | "transformer"
 const char* ci_type_name(CIType t);
 
 // One layer's causal-importance function; z (pre-sigmoid) has shape [..., C].
@@ -38,13 +39,27 @@ struct CIFunction {
   ad::Tensor forward(const ad::Tensor& x, const ad::Tensor& h) const;
 };
 
+// One CI function over all decomposed layers' inputs at once (VPD): the target's input to
+// every decomposed layer in, z_l [..., C_l] per layer out.
+struct GlobalCI {
+  virtual ~GlobalCI() = default;
+  virtual std::vector<ad::Tensor> forward(const std::vector<ad::Tensor>& xs) const = 0;
+  virtual std::vector<ad::Tensor> parameters() const = 0;
+  // Checkpoint / audit names parallel to parameters(), all "ci_global.<...>"; per-layer blocks
+  // carry the layer's name.
+  virtual std::vector<std::string> param_names(const std::vector<std::string>& layer_names) const = 0;
+  // True when every layer input must be a sequence [B, S, d] (checked when the decomposition
+  // is built, so a toy target fails before training).
+  virtual bool needs_sequence() const { return false; }
+};
+
 // Global shared CI function (VPD): one MLP over all decomposed layers' inputs at once.
 // Each layer input is RMS-normalised; the first MLP layer acting on their concatenation is
 // stored as one block per layer (sum_l rms(x_l) W1_l == concat_l(rms(x_l)) W1), and the last
 // layer's output split per layer is stored as one block per layer -- identical to
 // concatenate -> MLP -> split, without concatenation copies. Only for inputs with the same
 // leading shape in every layer.
-struct GlobalCIFunction {
+struct GlobalCIFunction : GlobalCI {
   std::vector<int64_t> hidden;          // at least one hidden layer
   std::vector<ad::Tensor> first_w;      // per layer [d_in_l, H1]
   ad::Tensor first_b;                   // [H1]
@@ -52,8 +67,9 @@ struct GlobalCIFunction {
   std::vector<ad::Tensor> last_w, last_b;  // per layer [H_last, C_l], [C_l]
   void init(const std::vector<int64_t>& hidden_sizes, const std::vector<int64_t>& d_in,
             const std::vector<int64_t>& C, ad::DType dt, ad::Rng& rng);
-  std::vector<ad::Tensor> forward(const std::vector<ad::Tensor>& xs) const;  // z per layer
-  std::vector<ad::Tensor> parameters() const;
+  std::vector<ad::Tensor> forward(const std::vector<ad::Tensor>& xs) const override;  // z per layer
+  std::vector<ad::Tensor> parameters() const override;
+  std::vector<std::string> param_names(const std::vector<std::string>& layer_names) const override;
 };
 
 }  // namespace decomp

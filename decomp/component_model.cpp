@@ -54,11 +54,20 @@ ComponentModel::ComponentModel(const std::vector<LayerSpec>& specs, const Compon
     }
   }
   if (!opt.ci_functions) return;
+  if (opt.ci_type == CIType::transformer && !opt.global_ci)
+    ad::fail("ComponentModel: the transformer CI function is global only (ci_fn.global true)");
   if (opt.global_ci) {
     std::vector<int64_t> d_in, C;
     for (auto& L : layers) d_in.push_back(L.d_in), C.push_back(L.C);
-    global_ci.reset(new GlobalCIFunction());
-    global_ci->init(opt.ci_hidden, d_in, C, opt.dtype, rng);
+    if (opt.ci_type == CIType::transformer) {
+      auto t = std::make_unique<GlobalCITransformer>();
+      t->init(opt.ci_transformer, d_in, C, opt.dtype, rng);
+      global_ci = std::move(t);
+    } else {
+      auto f = std::make_unique<GlobalCIFunction>();
+      f->init(opt.ci_hidden, d_in, C, opt.dtype, rng);
+      global_ci = std::move(f);
+    }
   } else {
     ci.resize(layers.size());
     for (size_t l = 0; l < layers.size(); ++l)
@@ -163,13 +172,9 @@ std::vector<Tensor> ComponentModel::ci_params() const {
 std::vector<std::string> ComponentModel::ci_param_names() const {
   std::vector<std::string> n;
   if (global_ci) {
-    for (size_t l = 0; l < layers.size(); ++l) n.push_back("ci_global.first_w." + layers[l].name);
-    n.push_back("ci_global.first_b");
-    for (size_t k = 0; k < global_ci->mid_w.size(); ++k)
-      n.push_back("ci_global.mid_w" + std::to_string(k)), n.push_back("ci_global.mid_b" + std::to_string(k));
-    for (size_t l = 0; l < layers.size(); ++l)
-      n.push_back("ci_global.last_w." + layers[l].name), n.push_back("ci_global.last_b." + layers[l].name);
-    return n;
+    std::vector<std::string> layer_names;
+    for (auto& L : layers) layer_names.push_back(L.name);
+    return global_ci->param_names(layer_names);
   }
   for (size_t l = 0; l < ci.size(); ++l)  // no CI functions (APD): none
     for (auto& pn : ci[l].param_names) n.push_back("ci." + layers[l].name + "." + pn);

@@ -15,6 +15,7 @@
 #include "autodiff/ops.hpp"
 #include "autodiff/random.hpp"
 #include "decomp/ci_functions.hpp"
+#include "decomp/ci_transformer.hpp"
 #include "models/hooks.hpp"
 
 namespace decomp {
@@ -53,7 +54,10 @@ struct ComponentModelOptions {
   int64_t C = 20;
   CIType ci_type = CIType::mlp;
   std::vector<int64_t> ci_hidden = {16};
-  bool global_ci = false;  // one GlobalCIFunction over all layers instead of per-layer ones
+  // One global CI function over all layers instead of per-layer ones: GlobalCIFunction
+  // (a shared MLP on ci_hidden) or, for ci_type transformer (global only), GlobalCITransformer.
+  bool global_ci = false;
+  CITransformerOptions ci_transformer;
   bool ci_functions = true;  // false: no CI functions (APD decides on-ness by attributions)
   // Columns per component: 1 for SPD's rank-1 subcomponents; APD's rank m, so component c is
   // the columns [c m, (c + 1) m) of V and rows of U, and C above counts columns (C_apd m).
@@ -68,7 +72,7 @@ class ComponentModel {
 
   std::vector<LayerComponents> layers;
   std::vector<CIFunction> ci;   // one per layer (empty when global_ci)
-  std::unique_ptr<GlobalCIFunction> global_ci;
+  std::unique_ptr<GlobalCI> global_ci;  // set when opt.global_ci
   ComponentModelOptions opt;
 
   int index_of(const std::string& name) const;  // -1 if not decomposed

@@ -18,6 +18,23 @@ int64_t get_count(ConfigSection& s, const std::string& key, int64_t def, int64_t
   return v;
 }
 
+// "ci_fn": {"type": "transformer", "global": true, "d_model", "n_heads", "n_blocks", "d_mlp", "rope"}
+void read_ci_transformer(ConfigSection& f, ComponentModelOptions& m) {
+  if (!m.global_ci)
+    f.error("global", "type transformer is a global CI function (one network over every layer's input); set \"global\": true");
+  CITransformerOptions& t = m.ci_transformer;
+  t.d_model = get_count(f, "d_model", t.d_model, 1);
+  t.n_heads = get_count(f, "n_heads", t.n_heads, 1);
+  t.n_blocks = get_count(f, "n_blocks", t.n_blocks, 1);
+  t.d_mlp = get_count(f, "d_mlp", t.d_mlp, 1);
+  t.rope = f.get_bool("rope", t.rope);
+  if (t.d_model % t.n_heads)
+    f.error("n_heads", "must divide d_model " + std::to_string(t.d_model) + ", got " + std::to_string(t.n_heads));
+  if (t.rope && (t.d_model / t.n_heads) % 2)
+    f.error("rope", "needs an even head dimension d_model / n_heads, got " + std::to_string(t.d_model / t.n_heads) +
+                        " (change n_heads or set \"rope\": false)");
+}
+
 void read_ci_fn(ConfigSection f, ComponentModelOptions& m) {
   try {
     m.ci_type = parse_ci_type(f.get_string("type", "mlp"));
@@ -26,14 +43,18 @@ void read_ci_fn(ConfigSection f, ComponentModelOptions& m) {
   } catch (const ad::Error& e) {
     f.error("type", e.what());
   }
-  if (f.has("hidden")) {
+  m.global_ci = f.get_bool("global", m.global_ci);
+  if (m.ci_type == CIType::transformer) {
+    read_ci_transformer(f, m);  // no "hidden": finish() names it as not a key
+  } else if (f.has("hidden")) {
     m.ci_hidden.clear();
     for (double h : f.get_doubles("hidden", {})) {
       if (h != (double)(int64_t)h || h < 1) f.error("hidden", "must be a list of positive integers");
       m.ci_hidden.push_back((int64_t)h);
     }
   }
-  m.global_ci = f.get_bool("global", m.global_ci);
+  if (m.ci_type == CIType::transformer)
+    f.finish("is not a key of the transformer CI function (type, global, d_model, n_heads, n_blocks, d_mlp, rope)");
   f.finish();
 }
 

@@ -20,7 +20,24 @@ Decomposition::Decomposition(const Target& t, const DecompConfig& c, ad::Rng& in
         ComponentModelOptions o = c.model;
         o.dtype = t.dtype;
         return o;
-      }(), init_rng) {}
+      }(), init_rng) {
+  if (cm.global_ci && cm.global_ci->needs_sequence()) check_sequence_inputs();
+}
+
+// One target pass on a one-example batch (its own generator: the run's randomness is
+// untouched) shows each decomposed layer's input shape; a CI function that needs sequences
+// then refuses a toy target here rather than at the first training step.
+void Decomposition::check_sequence_inputs() const {
+  if (!target.sample || !target.forward) return;
+  ad::Rng probe(0);
+  StepState st;
+  record_target_pass(target.sample(1, probe), st);
+  for (size_t l = 0; l < st.inputs.size(); ++l)
+    if (st.inputs[l].dim() != 3)
+      ad::fail("ci_fn.type: the transformer CI function needs sequence inputs [B, S, d] to every decomposed layer, "
+               "but layer '" + cm.layers[l].name + "' of target '" + target.name + "' gets " +
+               st.inputs[l].shape().str() + " (no sequence axis); use {\"type\": \"shared_mlp\", \"global\": true} for this target");
+}
 
 namespace {
 // The one cached target pass: records every hooked layer call (name, input shape, output),

@@ -93,6 +93,10 @@ class Decomposition {
  protected:
   // The one cached target pass: st.target_out, st.inputs (embeddings as one-hot rows), st.cache.
   void record_target_pass(const Batch& batch, StepState& st) const;
+
+ private:
+  // Fails unless every decomposed layer's input is [B, S, d] (for the transformer CI function).
+  void check_sequence_inputs() const;
 };
 
 // A decomposition of the method cfg.method names.

@@ -5,13 +5,11 @@
 
 namespace models {
 
-// [B, T, D] -> [B, H, T, Dh]
-static ad::Tensor split_heads(const ad::Tensor& x, int64_t H) {
+ad::Tensor split_heads(const ad::Tensor& x, int64_t H) {
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
   return ad::permute(ad::reshape(x, {B, T, H, D / H}), {0, 2, 1, 3});
 }
-// [B, H, T, Dh] -> [B, T, H*Dh]
-static ad::Tensor merge_heads(const ad::Tensor& x) {
+ad::Tensor merge_heads(const ad::Tensor& x) {
   const int64_t B = x.size(0), H = x.size(1), T = x.size(2), Dh = x.size(3);
   return ad::reshape(ad::permute(x, {0, 2, 1, 3}), {B, T, H * Dh});
 }

@@ -4,6 +4,11 @@
 
 namespace models {
 
+// Multi-head attention's head split: [B, T, D] -> [B, H, T, D / H], and back:
+// [B, H, T, Dh] -> [B, T, H * Dh].
+ad::Tensor split_heads(const ad::Tensor& x, int64_t H);
+ad::Tensor merge_heads(const ad::Tensor& x);
+
 // Attention-only induction-head transformer (METHODS 1.3). Residual stream
 //   x_0 = embed(ids)                                   [B, T, D]
 //   per layer: p = sinusoidal positions [T, D]; q = q_proj(x + p), k = k_proj(x + p),
