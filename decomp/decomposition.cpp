@@ -27,16 +27,26 @@ Decomposition::Decomposition(const Target& t, const DecompConfig& c, ad::Rng& in
 // One target pass on a one-example batch (its own generator: the run's randomness is
 // untouched) shows each decomposed layer's input shape; a CI function that needs sequences
 // then refuses a toy target here rather than at the first training step.
+std::vector<ad::Shape> Decomposition::layer_input_shapes() const {
+  ad::Rng probe(0);  // its own generator: the run's draws stay as they were
+  StepState st;
+  {
+    ad::NoGradGuard ng;
+    record_target_pass(target.sample(1, probe), st);
+  }
+  std::vector<ad::Shape> s;
+  for (const Tensor& x : st.inputs) s.push_back(x.shape());
+  return s;
+}
+
 void Decomposition::check_sequence_inputs() const {
   if (!target.sample || !target.forward) return;
-  ad::Rng probe(0);
-  StepState st;
-  record_target_pass(target.sample(1, probe), st);
-  for (size_t l = 0; l < st.inputs.size(); ++l)
-    if (st.inputs[l].dim() != 3)
+  const std::vector<ad::Shape> in = layer_input_shapes();
+  for (size_t l = 0; l < in.size(); ++l)
+    if (in[l].nd != 3)
       ad::fail("ci_fn.type: the transformer CI function needs sequence inputs [B, S, d] to every decomposed layer, "
                "but layer '" + cm.layers[l].name + "' of target '" + target.name + "' gets " +
-               st.inputs[l].shape().str() + " (no sequence axis); use {\"type\": \"shared_mlp\", \"global\": true} for this target");
+               in[l].str() + " (no sequence axis); use {\"type\": \"shared_mlp\", \"global\": true} for this target");
 }
 
 namespace {

@@ -93,6 +93,9 @@ class Decomposition {
  protected:
   // The one cached target pass: st.target_out, st.inputs (embeddings as one-hot rows), st.cache.
   void record_target_pass(const Batch& batch, StepState& st) const;
+  // Each decomposed layer's input shape for a one-example batch ([1, (S,) d_in]), from one
+  // target pass with its own generator.
+  std::vector<ad::Shape> layer_input_shapes() const;
 
  private:
   // Fails unless every decomposed layer's input is [B, S, d] (for the transformer CI function).

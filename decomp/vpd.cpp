@@ -49,27 +49,16 @@ void PersistentSources::ascend(const std::vector<Tensor>& grads, double lr) {
 }
 
 VPD::VPD(const Target& t, const DecompConfig& c, ad::Rng& init_rng) : SPD(t, c, init_rng) {
-  // Source shapes need each layer's input shape: one target pass on a single example (its own
-  // generator, so initialisation draws are those of SPD with the same seed).
+  // Source shapes need each layer's input shape (one target pass on a single example); the
+  // sources draw from their own generator, so initialisation draws are those of SPD.
   std::vector<ad::Shape> g_shape;
-  bool probed = false;
   ad::Rng src_rng(ad::step_seed(c.seed, 0, 77));
   for (const auto& term : c.losses) {
     const auto* pt = dynamic_cast<const PersistentPgdReconTerm*>(term.get());
     if (!pt) continue;
-    if (!probed) {
-      ad::Rng probe_rng(0);
-      StepState st;
-      {
-        ad::NoGradGuard ng;
-        record_target_pass(target.sample(1, probe_rng), st);
-      }
-      for (size_t l = 0; l < cm.layers.size(); ++l) {
-        ad::Shape gs = st.inputs[l].shape();
-        gs[-1] = cm.layers[l].C;
-        g_shape.push_back(gs);
-      }
-      probed = true;
+    if (g_shape.empty()) {
+      g_shape = layer_input_shapes();
+      for (size_t l = 0; l < cm.layers.size(); ++l) g_shape[l][-1] = cm.layers[l].C;
     }
     PersistentSources ps;
     ps.p = pt->p;
