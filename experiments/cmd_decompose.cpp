@@ -46,7 +46,7 @@ int cmd_decompose(int argc, char** argv) {
 }
 
 int cmd_audit(int argc, char** argv) {
-  CLI::App app{"float64 finite-difference audit of one SPD or APD training step of a config"};
+  CLI::App app{"float64 finite-difference audit of one SPD, APD or VPD training step of a config"};
   std::string config_path;
   int64_t coords = 12, batch = 32;
   bool trained = false;
@@ -69,5 +69,5 @@ int cmd_audit(int argc, char** argv) {
 
 }  // namespace
 
-PD_COMMAND(decompose, "SPD decomposition of a target model: metrics.json, safetensors, plots", cmd_decompose);
-PD_COMMAND(audit, "float64 finite-difference gradient audit of one SPD or APD training step", cmd_audit);
+PD_COMMAND(decompose, "SPD, APD or VPD decomposition of a target model: metrics.json, safetensors, plots", cmd_decompose);
+PD_COMMAND(audit, "float64 finite-difference gradient audit of one SPD, APD or VPD training step", cmd_audit);
