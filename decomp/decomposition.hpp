@@ -70,8 +70,13 @@ class Decomposition {
   // Called after the optimiser step (VPD's persistent sources take their ascent step). Default: nothing.
   virtual void after_step() {}
   // State besides the parameters that a checkpoint must hold for a bit-identical resume
-  // (VPD's persistent sources and their Adam moments), by name. Default: none.
-  virtual std::vector<std::pair<std::string, ad::Tensor>> persistent_state() const { return {}; }
+  // (VPD's persistent sources and their Adam moments). Default: none.
+  struct StateTensor {
+    std::string name;
+    ad::Tensor t;
+    bool audited = false;  // the loss depends on it (pd audit checks its gradient)
+  };
+  virtual std::vector<StateTensor> persistent_state() const { return {}; }
 
   ad::Tensor distance(const ad::Tensor& out, const ad::Tensor& target_out) const;
   // The target's forward with masked layers replaced. With `cache` (from prepare() on this

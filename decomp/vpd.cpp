@@ -114,20 +114,20 @@ void VPD::after_step() {
   }
 }
 
-std::vector<std::pair<std::string, Tensor>> VPD::persistent_state() const {
-  std::vector<std::pair<std::string, Tensor>> v;
+std::vector<Decomposition::StateTensor> VPD::persistent_state() const {
+  std::vector<StateTensor> v;
   for (const auto& kv : adversaries) {
     const PersistentSources& ps = kv.second;
     const std::string pre = "adversary." + kv.first + ".";
     for (size_t l = 0; l < ps.s.size(); ++l) {
-      v.emplace_back(pre + "s." + cm.layers[l].name, ps.s[l]);
-      if (!ps.s_delta.empty()) v.emplace_back(pre + "s_delta." + cm.layers[l].name, ps.s_delta[l]);
+      v.push_back({pre + "s." + cm.layers[l].name, ps.s[l], true});
+      if (!ps.s_delta.empty()) v.push_back({pre + "s_delta." + cm.layers[l].name, ps.s_delta[l], true});
     }
     for (size_t i = 0; i < ps.m1.size(); ++i) {
-      v.emplace_back(pre + "adam_m." + std::to_string(i), ps.m1[i]);
-      v.emplace_back(pre + "adam_v." + std::to_string(i), ps.m2[i]);
+      v.push_back({pre + "adam_m." + std::to_string(i), ps.m1[i], false});
+      v.push_back({pre + "adam_v." + std::to_string(i), ps.m2[i], false});
     }
-    v.emplace_back(pre + "adam_t", ps.t);
+    v.push_back({pre + "adam_t", ps.t, false});
   }
   return v;
 }

@@ -77,7 +77,7 @@ class VPD : public SPD {
 
   void before_step() override;  // arms every term's sources for this step
   void after_step() override;   // applies each used term's pending source gradient
-  std::vector<std::pair<std::string, ad::Tensor>> persistent_state() const override;
+  std::vector<StateTensor> persistent_state() const override;
 
   // The term's loss at this step (decomp/losses/persistent_pgd_recon.cpp): inner ascent when
   // armed, then D at the sources.

@@ -196,8 +196,8 @@ TEST_CASE("vpd: stop + checkpoint + resume gives the same bits, sources and thei
   const auto sa = a.persistent_state(), sc = c.persistent_state();
   REQUIRE(sa.size() == sc.size());
   for (size_t i = 0; i < sa.size(); ++i) {
-    INFO("state " << sa[i].first);
-    CHECK(sa[i].second.to_vector() == sc[i].second.to_vector());
+    INFO("state " << sa[i].name);
+    CHECK(sa[i].t.to_vector() == sc[i].t.to_vector());
   }
   const std::vector<ad::Tensor> pa = a.all_params(), pc = c.all_params();
   for (size_t i = 0; i < pa.size(); ++i) CHECK(pa[i].to_vector() == pc[i].to_vector());

@@ -49,11 +49,11 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
   std::vector<std::string> names = spd.all_param_names();
   // VPD: the persistent sources too (their gradient drives the ascent), held at their current
   // values (outside a training step the sources do not move, so f is a function of them).
-  for (auto& kv : spd.persistent_state())
-    if (kv.first.find(".s.") != std::string::npos || kv.first.find(".s_delta.") != std::string::npos) {
-      kv.second.requires_grad_(true);
-      params.push_back(kv.second);
-      names.push_back(kv.first);
+  for (auto& s : spd.persistent_state())
+    if (s.audited) {
+      s.t.requires_grad_(true);
+      params.push_back(s.t);
+      names.push_back(s.name);
     }
   auto f = [&](const std::vector<ad::Tensor>&) {
     ad::Rng r(4242);  // the same masks in every evaluation

@@ -37,7 +37,7 @@ static std::vector<std::pair<std::string, ad::Tensor>> named_params(const Decomp
   const std::vector<ad::Tensor> p = spd.all_params();
   const std::vector<std::string> n = spd.all_param_names();
   for (size_t i = 0; i < p.size(); ++i) v.emplace_back(n[i], p[i]);
-  for (auto& kv : spd.persistent_state()) v.push_back(kv);  // VPD's persistent sources
+  for (const auto& s : spd.persistent_state()) v.emplace_back(s.name, s.t);  // VPD's persistent sources
   return v;
 }
 
