@@ -115,6 +115,9 @@ TEST_CASE("top contexts: the largest positions first, ties by position, text aro
   CHECK(top[2] == std::make_pair<int64_t, float>(1, 0.5f));
   CHECK(decomp::top_positions(ci.data(), (int64_t)ci.size(), 10).size() == 5);  // only CI > 0
   const models::Tokenizer tok = models::Tokenizer::char_level("ab\ncdef");
+  CHECK(tok.covers("fed\nba"));
+  CHECK(!tok.covers("abz"));
+  CHECK(models::Tokenizer::byte_level().covers("\xff\x01"));
   const std::vector<int32_t> ids = tok.encode("ab\ncdef");
   decomp::Context c = decomp::context_at(&tok, ids.data(), 7, 3, 2, 2);
   CHECK(c.before == "b\n");
@@ -183,11 +186,16 @@ TEST_CASE("pd components on a tiny LM decomposition: table, JSON like components
   CHECK(err_of({"components", run, "--layer", "blocks.0.mlp.nope"})
             .find("--layer: no decomposed layer 'blocks.0.mlp.nope' (the run decomposes blocks.0.attn.q_proj, "
                   "blocks.0.mlp.c_fc)") != std::string::npos);
-  ad::write_file_atomic(dir + "/corpus.txt", models::generate_story_corpus(40));
+  ad::write_file_atomic(dir + "/corpus.txt", models::generate_story_corpus(40) + "#\n");
   const std::string file_run = tiny_lm_run(dir, dir + "/corpus.txt", "file");
   CHECK(err_of({"components", file_run, "--probe"})
             .find("--probe needs a language model trained on the built-in story corpus (builtin:stories); this run's "
                   "corpus is '" + dir + "/corpus.txt'") != std::string::npos);
+  // A target trained on another text (its vocabulary has '#') under the stories run config.
+  CHECK(err_of({"decompose", dir + "/stories_spd.json", "--target-checkpoint", file_run + "/target/model.safetensors",
+                "--out", dir + "/mixed", "--quiet"})
+            .find("the tiny_lm target was trained with another tokenizer than the char tokenizer of corpus "
+                  "'builtin:stories:40'") != std::string::npos);
   write_tiny_tms_configs(dir);
   REQUIRE(run_pd({"decompose", dir + "/spd.json", "--out", dir + "/tms", "--quiet"}) == 0);
   CHECK(err_of({"components", dir + "/tms", "--probe"}).find("this run's target trains on 'sparse_features' data") !=
