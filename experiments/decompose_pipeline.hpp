@@ -2,7 +2,8 @@
 //   open    config (+ command-line overrides) -> target (trained first when the config gives
 //           no checkpoint) -> decomposition
 //   train   from scratch or resumed from a checkpoint, writing checkpoints on the way
-//   finish  evaluate -> metrics.json (-> decomposition.safetensors) -> plots -> result table
+//   finish  evaluate -> metrics.json (-> decomposition.safetensors) -> plots -> components.json
+//           (analyse_components) -> report.html -> result table
 // --evaluate runs open + finish on a saved decomposition.safetensors or an unfinished run's
 // checkpoint.safetensors, under the config's (possibly newer) evaluation fields.
 // open_run_folder reopens a finished run's folder the same way, for `pd components`.

@@ -46,9 +46,10 @@ ProbeText probe_text(const models::Tokenizer& tok, size_t need, uint64_t seed) {
       for (auto& l : p.labels) l.resize(need);
       return p;
     }
-    if (p.stories == 0 && n >= 64)
-      ad::fail("story probe: none of " + std::to_string(n) +
-               " generated stories can be encoded with the model's tokenizer (its vocabulary lacks their characters)");
+    if ((p.stories == 0 && n >= 64) || n >= (int64_t)1 << 20)
+      ad::fail("story probe: " + std::to_string(p.stories) + " of " + std::to_string(n) +
+               " generated stories can be encoded with the model's tokenizer (its vocabulary lacks characters "
+               "the others use); " + std::to_string(need) + " characters are needed");
   }
 }
 
