@@ -52,7 +52,7 @@ double auroc(const std::vector<float>& score, const std::vector<int8_t>& label) 
 // ---- CI on sequences ---------------------------------------------------------------------------
 
 SequenceCI sequence_ci(const Decomposition& spd, const std::vector<int32_t>& ids, int64_t n_seq, int64_t seq_len,
-                       ad::Rng& rng, int64_t chunk) {
+                       ad::Rng& rng, int64_t chunk, bool keep_z) {
   if (n_seq < 1 || seq_len < 1 || (int64_t)ids.size() != n_seq * seq_len)
     ad::fail("sequence_ci: " + std::to_string(ids.size()) + " token ids are not " + std::to_string(n_seq) + " x " +
              std::to_string(seq_len));
@@ -60,24 +60,31 @@ SequenceCI sequence_ci(const Decomposition& spd, const std::vector<int32_t>& ids
   SequenceCI r;
   r.n_seq = n_seq;
   r.seq_len = seq_len;
-  const ComponentModel& cm = spd.cm;
-  r.ci.resize(cm.layers.size());
-  r.C.assign(cm.layers.size(), 0);
+  const size_t L = spd.cm.layers.size();
+  r.ci.resize(L);
+  r.C.assign(L, 0);
   const int64_t P = n_seq * seq_len;
+  // [rows, C] of one chunk into the component-major store at the chunk's first position.
+  auto store = [&](std::vector<float>& dst, const Mat& g, int64_t first) {
+    if (dst.empty()) dst.assign((size_t)(g.cols * P), 0.0f);
+    for (int64_t i = 0; i < g.rows; ++i)
+      for (int64_t c = 0; c < g.cols; ++c) dst[(size_t)(c * P + first + i)] = (float)g(i, c);
+  };
   for (int64_t s0 = 0; s0 < n_seq; s0 += chunk) {
     const int64_t n = std::min(chunk, n_seq - s0);
     Batch b;
     b.size = n;
     b.ids = ad::Indices(std::vector<int32_t>(ids.begin() + s0 * seq_len, ids.begin() + (s0 + n) * seq_len), {n, seq_len});
     const StepState st = spd.prepare(b, rng);
-    for (size_t l = 0; l < cm.layers.size(); ++l) {
+    if (keep_z && st.z.size() == L) r.z.resize(L);
+    for (size_t l = 0; l < L; ++l) {
       const Mat g = to_mat(st.g_lower[l]);  // [n seq_len, C]
       if (g.rows != n * seq_len)
-        ad::fail("sequence_ci: layer " + cm.layers[l].name + " has " + std::to_string(g.rows) + " CI rows for " +
+        ad::fail("sequence_ci: layer " + spd.cm.layers[l].name + " has " + std::to_string(g.rows) + " CI rows for " +
                  std::to_string(n * seq_len) + " positions (not one per token)");
-      if (r.ci[l].empty()) r.C[l] = g.cols, r.ci[l].assign((size_t)(g.cols * P), 0.0f);
-      for (int64_t i = 0; i < g.rows; ++i)
-        for (int64_t c = 0; c < g.cols; ++c) r.ci[l][(size_t)(c * P + s0 * seq_len + i)] = (float)g(i, c);
+      r.C[l] = g.cols;
+      store(r.ci[l], g, s0 * seq_len);
+      if (!r.z.empty()) store(r.z[l], to_mat(st.z[l]), s0 * seq_len);
     }
   }
   return r;
@@ -85,18 +92,17 @@ SequenceCI sequence_ci(const Decomposition& spd, const std::vector<int32_t>& ids
 
 // ---- top-activating contexts ---------------------------------------------------------------------
 
-std::vector<std::pair<int64_t, float>> top_positions(const float* ci, int64_t n, int64_t K) {
-  std::vector<std::pair<int64_t, float>> top;
-  auto better = [](const std::pair<int64_t, float>& a, const std::pair<int64_t, float>& b) {
-    return a.second > b.second || (a.second == b.second && a.first < b.first);
-  };
-  for (int64_t p = 0; p < n; ++p) {
-    if (!(ci[p] > 0)) continue;
-    if ((int64_t)top.size() == K && !better({p, ci[p]}, top.back())) continue;
-    top.insert(std::upper_bound(top.begin(), top.end(), std::make_pair(p, ci[p]), better), {p, ci[p]});
-    if ((int64_t)top.size() > K) top.pop_back();
+std::vector<int64_t> best_per_sequence(const float* ci, const float* z, int64_t n_seq, int64_t seq_len) {
+  std::vector<int64_t> best((size_t)n_seq, -1);
+  for (int64_t s = 0; s < n_seq; ++s) {
+    int64_t b = -1;
+    for (int64_t p = s * seq_len; p < (s + 1) * seq_len; ++p) {
+      if (!(ci[p] > 0)) continue;
+      if (b < 0 || ci[p] > ci[b] || (ci[p] == ci[b] && z && z[p] > z[b])) b = p;
+    }
+    best[(size_t)s] = b < 0 ? -1 : b - s * seq_len;
   }
-  return top;
+  return best;
 }
 
 Context context_at(const models::Tokenizer* tok, const int32_t* seq, int64_t seq_len, int64_t pos, int64_t before,
@@ -150,31 +156,36 @@ TopContexts top_contexts(const Decomposition& spd, const ContextOptions& opt, ui
   r.opt = opt;
   r.seed = seed;
   r.seq_len = b.ids.shape[1];
-  // One chunk of sequences at a time keeps memory at one chunk's CI. Each chunk offers its
-  // 4K largest positions per component; the running list keeps the K best with distinct
-  // shown text (overlapping windows of a text corpus repeat the same passage).
+  // One chunk of sequences at a time keeps memory at one chunk's CI. Each sequence offers its
+  // best position per component; the running list keeps the K best with distinct text.
   const int64_t chunk = 32, S = r.seq_len, K = opt.per_component;
   const size_t L = spd.cm.layers.size();
   r.layers.assign(L, {});
-  auto better = [](const Context& a, const Context& b2) {
-    return a.ci > b2.ci || (a.ci == b2.ci && (a.seq < b2.seq || (a.seq == b2.seq && a.pos < b2.pos)));
+  auto before = [](const Context& a, const Context& b2) {
+    if (a.ci != b2.ci) return a.ci > b2.ci;
+    if (std::isfinite(a.z) && std::isfinite(b2.z) && a.z != b2.z) return a.z > b2.z;
+    return a.seq < b2.seq;
   };
   for (int64_t s0 = 0; s0 < opt.sequences; s0 += chunk) {
     const int64_t n = std::min(chunk, opt.sequences - s0);
     const std::vector<int32_t> ids(b.ids.v.begin() + s0 * S, b.ids.v.begin() + (s0 + n) * S);
-    const SequenceCI ci = sequence_ci(spd, ids, n, S, rng, chunk);
+    const SequenceCI ci = sequence_ci(spd, ids, n, S, rng, chunk, true);
     for (size_t l = 0; l < L; ++l) {
       r.layers[l].resize((size_t)ci.C[l]);
       for (int64_t c = 0; c < ci.C[l]; ++c) {
         std::vector<Context>& acc = r.layers[l][(size_t)c];
-        for (const auto& pv : top_positions(ci.component(l, c), ci.positions(), 4 * K)) {
-          const int64_t seq = s0 + pv.first / S, pos = pv.first % S;
-          Context cx = context_at(spd.target.tokenizer.get(), b.ids.v.data() + seq * S, S, pos, opt.before, opt.after);
-          cx.seq = seq;
-          cx.ci = pv.second;
+        const float *g = ci.component(l, c), *z = ci.component_z(l, c);
+        const std::vector<int64_t> best = best_per_sequence(g, z, n, S);
+        for (int64_t s = 0; s < n; ++s) {
+          if (best[(size_t)s] < 0) continue;
+          const int64_t p = s * S + best[(size_t)s];
+          Context cx = context_at(spd.target.tokenizer.get(), ids.data() + s * S, S, best[(size_t)s], opt.before, opt.after);
+          cx.seq = s0 + s;
+          cx.ci = g[p];
+          if (z) cx.z = z[p];
           acc.push_back(std::move(cx));
         }
-        std::stable_sort(acc.begin(), acc.end(), better);
+        std::stable_sort(acc.begin(), acc.end(), before);
         std::vector<Context> kept;
         for (Context& cx : acc) {
           bool seen = false;

@@ -4,6 +4,7 @@
 // positions (AUROC). Both read "CI" as evaluate() does: StepState::g_lower (SPD's lower-leaky
 // causal importance; APD's top-k mask).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,19 +33,23 @@ struct SequenceCI {
   int64_t n_seq = 0, seq_len = 0;
   std::vector<int64_t> C;                 // per layer: components (SPD's C; APD's C)
   std::vector<std::vector<float>> ci;     // per layer [C][positions]
+  std::vector<std::vector<float>> z;      // with keep_z, SPD: the pre-sigmoid z, same layout
   int64_t positions() const { return n_seq * seq_len; }
   const float* component(size_t l, int64_t c) const { return ci[l].data() + c * positions(); }
+  const float* component_z(size_t l, int64_t c) const { return z.empty() ? nullptr : z[l].data() + c * positions(); }
 };
 // ids: [n_seq, seq_len] token ids, run through spd.prepare in chunks of `chunk` sequences.
-// `rng` only feeds prepare (SPD's CI is deterministic; nothing is drawn for g_lower).
+// `rng` only feeds prepare (SPD's CI is deterministic; nothing is drawn for g_lower). keep_z
+// also keeps SPD's pre-sigmoid z (APD has none: z stays empty).
 SequenceCI sequence_ci(const Decomposition& spd, const std::vector<int32_t>& ids, int64_t n_seq, int64_t seq_len,
-                       ad::Rng& rng, int64_t chunk = 32);
+                       ad::Rng& rng, int64_t chunk = 32, bool keep_z = false);
 
 // ---- top-activating contexts ---------------------------------------------------------------------
 // One position of one sequence and the text around it.
 struct Context {
   int64_t seq = 0, pos = 0;
   double ci = 0;
+  double z = NAN;  // SPD's pre-sigmoid CI there (orders positions where CI saturates at 1)
   std::string before, token, after;  // decoded; token ids as numbers when there is no tokenizer
 };
 
@@ -58,10 +63,11 @@ struct TopContexts {
   ContextOptions opt;
   uint64_t seed = 0;
   int64_t seq_len = 0;
-  // Per layer and component: up to opt.per_component positions with CI > 0 whose shown text
-  // differs (random windows of a corpus overlap, and "The end." recurs), largest CI first
-  // (ties: earlier sequence, then earlier position). Empty for a component whose CI is > 0
-  // nowhere in the sequences.
+  // Per layer and component: the up to opt.per_component sequences in which its CI is
+  // largest, each at its own largest position (one per sequence, so the contexts are different
+  // passages; a later one whose shown text repeats an earlier one's is skipped too), largest
+  // first. Order: CI, then z (CI saturates at 1 on many positions), then earlier sequence.
+  // Only positions with CI > 0; empty for a component with CI > 0 nowhere.
   std::vector<std::vector<std::vector<Context>>> layers;
 };
 
@@ -69,9 +75,9 @@ struct TopContexts {
 // Rng(seed). Throws for a target without token sequences (a toy model's feature vectors).
 TopContexts top_contexts(const Decomposition& spd, const ContextOptions& opt, uint64_t seed);
 
-// The K largest entries of one component's CI over positions, as (position, value), largest
-// first, ties by position; only entries > 0.
-std::vector<std::pair<int64_t, float>> top_positions(const float* ci, int64_t n, int64_t K);
+// Per sequence of a component's CI [n_seq, seq_len], the position of its largest CI (ties:
+// larger z when z is given, then the earlier position); -1 where CI > 0 nowhere.
+std::vector<int64_t> best_per_sequence(const float* ci, const float* z, int64_t n_seq, int64_t seq_len);
 
 // Tokens [pos - before, pos) / pos / (pos, pos + after] of one sequence, decoded with the
 // tokenizer (null: ids as numbers separated by spaces).

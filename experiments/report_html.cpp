@@ -225,9 +225,10 @@ std::string components_section(const std::string& dir, bool apd) {
   if (c.contains("contexts") && c["contexts"].is_object()) {
     const json& x = c["contexts"];
     s += "<p class=\"note\">Top-activating contexts: for the (up to) 10 components of a layer with the highest CI "
-         "frequency, the positions with the largest CI among " + H::escape(x.value("sequences", json()).dump()) +
-         " sequences of " + H::escape(x.value("seq_len", json()).dump()) + " tokens drawn with seed " +
-         H::escape(x.value("seed", json()).dump()) + " (distinct texts only), each shown with " +
+         "frequency, the sequences in which its CI is largest (ties: by the pre-sigmoid z), among " +
+         H::escape(x.value("sequences", json()).dump()) + " sequences of " + H::escape(x.value("seq_len", json()).dump()) +
+         " tokens drawn with seed " + H::escape(x.value("seed", json()).dump()) +
+         ", each at its largest position (distinct texts only), shown with " +
          H::escape(x.value("before", json()).dump()) + " tokens before and " + H::escape(x.value("after", json()).dump()) +
          " after, the token itself marked; <code>pd components</code> prints the same for every component.</p>\n";
   }

@@ -106,14 +106,13 @@ TEST_CASE("annotated stories: the corpus text bit for bit, labels where the gram
   CHECK(labels_at(a, "hero_pronoun_female", t.find("he gave Nora"), 2) == std::vector<int>{0, 0});
 }
 
-TEST_CASE("top contexts: the largest positions first, ties by position, text around the token") {
-  const std::vector<float> ci = {0.0f, 0.5f, 0.9f, 0.5f, -0.1f, 0.9f, 0.2f};
-  const auto top = decomp::top_positions(ci.data(), (int64_t)ci.size(), 3);
-  REQUIRE(top.size() == 3);
-  CHECK(top[0] == std::make_pair<int64_t, float>(2, 0.9f));
-  CHECK(top[1] == std::make_pair<int64_t, float>(5, 0.9f));
-  CHECK(top[2] == std::make_pair<int64_t, float>(1, 0.5f));
-  CHECK(decomp::top_positions(ci.data(), (int64_t)ci.size(), 10).size() == 5);  // only CI > 0
+TEST_CASE("top contexts: each sequence's best position (ties by z, then earlier), text around the token") {
+  // Three sequences of four positions. Sequence 0 saturates at 1 twice: z picks position 2
+  // (without z the earlier, 1); sequence 1 has no CI > 0; sequence 2 ties in CI and z: earlier.
+  const std::vector<float> ci = {0.0f, 1.0f, 1.0f, 0.5f, -0.1f, 0.0f, 0.0f, 0.0f, 0.3f, 0.7f, 0.7f, 0.2f};
+  const std::vector<float> z = {-1.0f, 2.0f, 3.0f, 0.1f, -5.0f, -2.0f, -3.0f, -1.0f, -0.5f, 0.9f, 0.9f, -1.0f};
+  CHECK(decomp::best_per_sequence(ci.data(), z.data(), 3, 4) == std::vector<int64_t>{2, -1, 1});
+  CHECK(decomp::best_per_sequence(ci.data(), nullptr, 3, 4) == std::vector<int64_t>{1, -1, 1});
   const models::Tokenizer tok = models::Tokenizer::char_level("ab\ncdef");
   CHECK(tok.covers("fed\nba"));
   CHECK(!tok.covers("abz"));
