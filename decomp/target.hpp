@@ -4,12 +4,17 @@
 // decomp/run/target.hpp, or by hand in tests.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "autodiff/ops.hpp"
 #include "decomp/component_model.hpp"
 #include "models/hooks.hpp"
+
+namespace models {
+class Tokenizer;  // models/data.hpp
+}
 
 namespace decomp {
 
@@ -31,6 +36,9 @@ struct Target {
   Distance distance = Distance::mse;
   int64_t n_features = 0;  // > 0: inputs are feature vectors; one-hot identity-CI checks apply
   ad::DType dtype = ad::DType::f32;
+  // Text targets: the tokenizer of Batch::ids (for showing contexts); null for other targets
+  // (token ids are shown as numbers).
+  std::shared_ptr<const models::Tokenizer> tokenizer;
 };
 
 }  // namespace decomp

@@ -12,8 +12,6 @@
 
 namespace pd {
 
-using nlohmann::json;
-
 std::string file_safe(const std::string& s) {
   std::string o = s;
   for (char& c : o)
@@ -150,42 +148,6 @@ void write_plots(const decomp::Decomposition& spd, const decomp::EvalResult& ev,
     plot(base, terminal, gp.str());
     break;
   }
-}
-
-void write_components_json(const decomp::Decomposition& spd, const decomp::EvalResult& ev,
-                           const std::vector<std::vector<double>>& ablation, int64_t ablation_batch,
-                           const std::string& dir) {
-  json layers = json::array();
-  for (size_t li = 0; li < ev.layers.size(); ++li) {
-    const decomp::LayerEval& e = ev.layers[li];
-    const decomp::Mat& ci = e.ci_onehot;
-    json serves = json::array(), onehot_max = json::array();
-    for (int64_t c = 0; c < ci.cols; ++c) {
-      double mx = 0;
-      for (int64_t i = 0; i < ci.rows; ++i) mx = std::max(mx, ci(i, c));
-      onehot_max.push_back(mx);
-      serves.push_back(json::array());
-    }
-    for (int64_t i = 0; i < ci.rows; ++i) {  // feature i -> its argmax component
-      int64_t best = 0;
-      for (int64_t c = 1; c < ci.cols; ++c)
-        if (ci(i, c) > ci(i, best)) best = c;
-      if (ci.cols > 0 && ci(i, best) > spd.cfg.ci_threshold) serves[(size_t)best].push_back(i);
-    }
-    json l = {{"name", e.name}, {"norm", e.norm}, {"ci_freq", e.ci_freq}, {"ci_mean", e.ci_mean}};
-    if (ci.rows > 0) l["onehot_max_ci"] = onehot_max, l["serves_features"] = serves;
-    if (li < ablation.size()) {
-      json a = json::array();
-      for (double v : ablation[li]) a.push_back(std::isfinite(v) ? json(v) : json());
-      l["ablation_effect"] = a;
-    }
-    layers.push_back(l);
-  }
-  json j = {{"method", spd.method_name()},
-            {"ci_threshold", spd.cfg.ci_threshold},
-            {"ablation_batch", ablation_batch},
-            {"layers", layers}};
-  ad::write_file_atomic(dir + "/components.json", j.dump() + "\n");
 }
 
 std::string result_table(const decomp::Decomposition& spd, const decomp::EvalResult& ev, double wall_s) {

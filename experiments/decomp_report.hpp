@@ -15,15 +15,6 @@ namespace pd {
 void write_plots(const decomp::Decomposition& spd, const decomp::EvalResult& ev, const decomp::TrainLog& log,
                  const std::string& dir);
 
-// components.json in dir: per layer and component its norm ||P_c||_F, CI frequency and mean CI
-// on the evaluation batch, and on one-hot inputs (targets with features) its largest CI and the
-// features it serves (those whose largest CI is this component's, above ci_threshold), and its
-// ablation effect (decomp::ablation_effects, on `ablation_batch` examples; null where not
-// measured). What report.html's component tables are made from.
-void write_components_json(const decomp::Decomposition& spd, const decomp::EvalResult& ev,
-                           const std::vector<std::vector<double>>& ablation, int64_t ablation_batch,
-                           const std::string& dir);
-
 // Human-readable table of the per-layer results and the final losses.
 std::string result_table(const decomp::Decomposition& spd, const decomp::EvalResult& ev, double wall_s);
 

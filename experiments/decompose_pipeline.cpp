@@ -14,6 +14,7 @@
 #include "decomp/run/checkpoint.hpp"
 #include "decomp/run/files.hpp"
 #include "decomp/run/target.hpp"
+#include "experiments/components.hpp"
 #include "experiments/decomp_report.hpp"
 #include "experiments/report_html.hpp"
 #include "models/config.hpp"
@@ -68,16 +69,8 @@ json read_config(const DecomposeOptions& o) {
   return cfg;
 }
 
-// A config, its target and a freshly initialised decomposition of it.
-struct Run {
-  json cfg;
-  decomp::DecompConfig sc;
-  decomp::LoadedTarget lt;
-  std::string fingerprint;  // of the target's weights
-  std::unique_ptr<decomp::Decomposition> spd;
-  decomp::TrainLog log;
-};
-
+// A config, its target and a freshly initialised decomposition of it. out_dir "": nothing is
+// prepared or written (the config must then name a target checkpoint).
 std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const std::string& out_dir, bool quiet) {
   auto r = std::make_unique<Run>();
   r->cfg = std::move(cfg);
@@ -86,19 +79,35 @@ std::unique_ptr<Run> open_run(json cfg, const std::string& config_path, const st
   // needs them only at the end, after the target and the decomposition have trained.
   decomp::check_dense_k(decomp::untrained_target(r->cfg, config_path).target, r->sc.dense_k, r->sc.dense_k_groups,
                         config_path);
-  ad::prepare_output_dir(out_dir);  // before the target and the decomposition train
-  r->lt = decomp::load_target(r->cfg, config_path, out_dir + "/target", ad::DType::f32, quiet);
+  if (!out_dir.empty()) ad::prepare_output_dir(out_dir);  // before the target and the decomposition train
+  r->lt = decomp::load_target(r->cfg, config_path, out_dir.empty() ? "" : out_dir + "/target", ad::DType::f32, quiet);
   r->fingerprint = decomp::target_fingerprint(*r->lt.model);
   ad::Rng init_rng(r->sc.seed);  // initial components and CI functions
   r->spd = decomp::make_decomposition(r->lt.target, r->sc, init_rng);
   return r;
 }
 
+// Restores the saved parameters into a run opened under cfg; the target must be the one the
+// file was made against.
+std::unique_ptr<Run> open_saved(const SavedDecomposition& s, const json& cfg, const std::string& config_path,
+                                const std::string& out_dir, bool quiet) {
+  std::unique_ptr<Run> r = open_run(cfg, config_path, out_dir, quiet);
+  const std::string what = s.is_checkpoint ? "checkpoint" : "decomposition";
+  require_same_target(s.made_with_fingerprint, r->fingerprint, s.path, what, r->lt.checkpoint);
+  if (s.is_checkpoint) {
+    decomp::restore_params(s.ck, *r->spd);
+    r->log = s.ck.file.log;  // loss curves up to the checkpoint
+  } else {
+    decomp::load_decomposition(*r->spd, s.path);
+  }
+  return r;
+}
+
 // evaluate -> metrics.json (-> decomposition.safetensors) -> plots -> result table.
+// The per-component analysis comes after the decomposition is saved: a long run's result
+// must not depend on it.
 void finish_run(const Run& r, json extra, const std::string& out_dir, double wall_s, bool save, bool evaluated) {
-  ad::Rng eval_rng(eval_seed(r.sc));
-  decomp::EvalResult ev = decomp::evaluate(*r.spd, eval_rng, r.sc.dense_k, r.sc.dense_k_groups);
-  ev.failure_modes = decomp::detect_failure_modes(*r.spd, ev, r.log);
+  const decomp::EvalResult ev = evaluate_run(r);
   extra["config"] = r.cfg;
   extra["target"] = r.lt.target.name;
   extra["target_checkpoint"] = r.lt.checkpoint;
@@ -113,11 +122,7 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
     decomp::save_decomposition(*r.spd, out_dir + "/decomposition.safetensors", saved_cfg, r.fingerprint);
   }
   write_plots(*r.spd, ev, r.log, out_dir);
-  // Ablation effects on a batch of their own (the evaluation's numbers stay as they were).
-  ad::Rng ablation_rng(eval_seed(r.sc) + 1);
-  const int64_t ablation_batch = r.lt.target.n_features > 0 ? 1000 : 8;
-  write_components_json(*r.spd, ev, decomp::ablation_effects(*r.spd, ev.layers, ablation_rng, ablation_batch),
-                        ablation_batch, out_dir);
+  write_components_json(*r.spd, analyse_components(r, decomp::ContextOptions{}, ev), out_dir);
   write_decompose_report(out_dir);
   std::cout << result_table(*r.spd, ev, wall_s) << "outputs in " << out_dir << "/ (metrics.json, "
             << (save ? "decomposition.safetensors, loss_curves.png, " : "") << "ci_<layer>.png"
@@ -185,53 +190,98 @@ int run_decomposition(const DecomposeOptions& o) {
   return 0;
 }
 
+SavedDecomposition read_saved_decomposition(const std::string& path) {
+  SavedDecomposition s;
+  s.path = path;
+  ad::SafeTensors file = ad::load_safetensors(path);
+  s.is_checkpoint = decomp::is_spd_checkpoint(file);
+  if (s.is_checkpoint) {
+    s.ck = decomp::read_spd_checkpoint(path, std::move(file));
+    s.made_with = s.ck.config;
+    s.made_with["target"]["checkpoint"] = s.ck.target_checkpoint;
+    s.made_with_fingerprint = s.ck.target_fingerprint;
+    return s;
+  }
+  auto it = file.metadata.find("spd_config");
+  if (it == file.metadata.end())
+    ad::fail(path + ": neither a pd decomposition (no spd_config metadata) nor a decomposition checkpoint");
+  s.made_with = ad::parse_json(it->second, path + ": metadata spd_config");
+  if (!s.made_with.is_object() || (s.made_with.contains("target") && !s.made_with["target"].is_object()))
+    ad::fail(path + ": metadata spd_config is not a decomposition config (an object)");
+  auto fp = file.metadata.find("target_fingerprint");
+  if (fp != file.metadata.end()) s.made_with_fingerprint = fp->second;
+  return s;
+}
+
 int evaluate_saved_decomposition(const DecomposeOptions& o) {
   json cfg = read_config(o);
   // A finished run's decomposition.safetensors or an unfinished run's checkpoint.safetensors
   // (a look at a long schedule midway; the run can still be resumed).
-  ad::SafeTensors file = ad::load_safetensors(o.evaluate);
-  const bool is_checkpoint = decomp::is_spd_checkpoint(file);
-  const std::string what = is_checkpoint ? "checkpoint" : "decomposition";
-  decomp::SpdCheckpoint ck;
-  json made_with;
-  std::string made_with_fingerprint;
-  if (is_checkpoint) {
-    ck = decomp::read_spd_checkpoint(o.evaluate, std::move(file));
-    made_with = ck.config;
-    made_with["target"]["checkpoint"] = ck.target_checkpoint;
-    made_with_fingerprint = ck.target_fingerprint;
-  } else {
-    auto it = file.metadata.find("spd_config");
-    if (it == file.metadata.end())
-      ad::fail(o.evaluate + ": neither a pd decomposition (no spd_config metadata) nor a decomposition checkpoint");
-    made_with = ad::parse_json(it->second, o.evaluate + ": metadata spd_config");
-    if (!made_with.is_object() || (made_with.contains("target") && !made_with["target"].is_object()))
-      ad::fail(o.evaluate + ": metadata spd_config is not a decomposition config (an object)");
-    auto fp = file.metadata.find("target_fingerprint");
-    if (fp != file.metadata.end()) made_with_fingerprint = fp->second;
-  }
+  const SavedDecomposition s = read_saved_decomposition(o.evaluate);
+  const json& made_with = s.made_with;
   if (!cfg["target"].contains("checkpoint") && made_with.contains("target") && made_with["target"].contains("checkpoint"))
     cfg["target"]["checkpoint"] = made_with["target"]["checkpoint"];
-  require_same_training(made_with, cfg, o.evaluate, what);
+  require_same_training(made_with, cfg, o.evaluate, s.is_checkpoint ? "checkpoint" : "decomposition");
   std::string out_dir = o.out_dir;
   if (out_dir.empty())
     out_dir = (std::filesystem::path(o.evaluate).parent_path() /
-               (is_checkpoint ? "evaluated_step_" + std::to_string(ck.file.step) : std::string("reevaluated")))
+               (s.is_checkpoint ? "evaluated_step_" + std::to_string(s.ck.file.step) : std::string("reevaluated")))
                   .string();
-  std::unique_ptr<Run> r = open_run(cfg, o.config_path, out_dir, o.quiet);
-  require_same_target(made_with_fingerprint, r->fingerprint, o.evaluate, what, r->lt.checkpoint);
+  std::unique_ptr<Run> r = open_saved(s, cfg, o.config_path, out_dir, o.quiet);
   json extra = {{"config_file", o.config_path}, {"evaluated_from", o.evaluate}};
-  if (is_checkpoint) {
-    decomp::restore_params(ck, *r->spd);
-    r->log = ck.file.log;  // loss curves up to the checkpoint
-    extra["evaluated_at_step"] = ck.file.step;  // steps taken of train.steps
-    extra["wall_time_s_to_checkpoint"] = ck.file.wall_s;
-    std::cout << "unfinished run, evaluated at its checkpoint: step " << ck.file.step << " of " << r->sc.train.steps << "\n";
-  } else {
-    decomp::load_decomposition(*r->spd, o.evaluate);
+  if (s.is_checkpoint) {
+    extra["evaluated_at_step"] = s.ck.file.step;  // steps taken of train.steps
+    extra["wall_time_s_to_checkpoint"] = s.ck.file.wall_s;
+    std::cout << "unfinished run, evaluated at its checkpoint: step " << s.ck.file.step << " of " << r->sc.train.steps << "\n";
   }
   finish_run(*r, extra, out_dir, -1, false, true);
   return 0;
+}
+
+std::unique_ptr<Run> open_run_folder(const std::string& dir, bool quiet) {
+  if (!std::filesystem::is_directory(dir)) ad::fail(dir + ": no such run folder");
+  std::string file = dir + "/decomposition.safetensors";
+  if (!std::filesystem::exists(file)) file = dir + "/checkpoint.safetensors";
+  if (!std::filesystem::exists(file))
+    ad::fail(dir + ": no decomposition.safetensors or checkpoint.safetensors (not a pd decompose run folder)");
+  const SavedDecomposition s = read_saved_decomposition(file);
+  json cfg = s.made_with;
+  if (!cfg.contains("target") || !cfg["target"].is_object() || !cfg["target"].contains("checkpoint") ||
+      !cfg["target"]["checkpoint"].is_string() || cfg["target"]["checkpoint"].get<std::string>().empty())
+    ad::fail(file + ": the run records no target checkpoint (its target was not saved)");
+  const std::string own = dir + "/target/model.safetensors";
+  if (!std::filesystem::exists(cfg["target"]["checkpoint"].get<std::string>()) && std::filesystem::exists(own))
+    cfg["target"]["checkpoint"] = own;  // a moved folder or another working directory
+  // Relative paths in the config resolve against the working directory, then the config
+  // file's folder: the config the run was started with, as metrics.json records it.
+  std::string config_path = file;
+  const std::string metrics = dir + "/metrics.json";
+  if (std::filesystem::exists(metrics)) {
+    const json m = models::read_json_file(metrics);
+    if (m.is_object() && m.contains("config_file") && m["config_file"].is_string()) config_path = m["config_file"];
+  }
+  return open_saved(s, cfg, config_path, "", quiet);
+}
+
+decomp::EvalResult evaluate_run(const Run& r) {
+  ad::Rng eval_rng(eval_seed(r.sc));
+  decomp::EvalResult ev = decomp::evaluate(*r.spd, eval_rng, r.sc.dense_k, r.sc.dense_k_groups);
+  ev.failure_modes = decomp::detect_failure_modes(*r.spd, ev, r.log);
+  return ev;
+}
+
+ComponentAnalysis analyse_components(const Run& r, const decomp::ContextOptions& ctx, decomp::EvalResult ev) {
+  ComponentAnalysis a;
+  a.ev = std::move(ev);
+  // Ablation effects on a batch of their own (the evaluation's numbers stay as they were).
+  ad::Rng ablation_rng(eval_seed(r.sc) + 1);
+  a.ablation_batch = r.lt.target.n_features > 0 ? 1000 : 8;
+  a.ablation = decomp::ablation_effects(*r.spd, a.ev.layers, ablation_rng, a.ablation_batch);
+  if (r.lt.target.n_features == 0 && ctx.sequences > 0) {
+    a.has_contexts = true;
+    a.contexts = decomp::top_contexts(*r.spd, ctx, eval_seed(r.sc) + 2);
+  }
+  return a;
 }
 
 }  // namespace pd

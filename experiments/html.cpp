@@ -61,6 +61,8 @@ td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#
 td.diff{background:#fff3c4!important}tr.capped{display:none}.note{color:#666;font-size:.9em}
 img{max-width:100%;border:1px solid #eee}img.tms{max-width:640px}pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em}
 svg text{font:11px sans-serif}button{margin:.2em 0}
+td.ctx{text-align:left}code.ctx{white-space:pre;background:#f6f6f6;padding:0 .3em;line-height:1.7}
+code.ctx mark{background:#ffd54f}code.ctx .ws{color:#999}
 )";
 
 // Sorting by clicking a header (numbers numerically, NaN last), and the row cap of long tables.

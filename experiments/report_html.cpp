@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -162,6 +163,49 @@ std::string component_table(const json& L, size_t index, bool apd) {
   return "<h3>" + H::escape(name) + "</h3>\n" + H::table("components-" + std::to_string(index), head, rows, 50);
 }
 
+// One context as HTML: before<mark>token</mark>after, line breaks and tabs shown as \n, \t.
+std::string context_html(const json& cx) {
+  auto part = [](const std::string& t) {
+    std::string o;
+    for (char ch : t) {
+      const std::string one(1, ch);
+      o += ch == '\n' ? "<span class=\"ws\">\\n</span>" : ch == '\t' ? "<span class=\"ws\">\\t</span>" : H::escape(one);
+    }
+    return o;
+  };
+  return "<code class=\"ctx\">" + part(cx.at("before").get<std::string>()) + "<mark>" +
+         part(cx.at("token").get<std::string>()) + "</mark>" + part(cx.at("after").get<std::string>()) + "</code>";
+}
+
+// Sequence targets: the top-activating contexts of the layer's most frequently active
+// components (CI frequency on the evaluation batch, at most kContextComponents).
+std::string contexts_table(const json& L, size_t index) {
+  constexpr size_t kContextComponents = 10;
+  const json& freq = L.at("ci_freq");
+  const json& ctx = L.at("top_contexts");
+  std::vector<size_t> order;
+  for (size_t c = 0; c < freq.size() && c < ctx.size(); ++c)
+    if (freq[c].get<double>() > 0 && !ctx[c].empty()) order.push_back(c);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return freq[a].get<double>() > freq[b].get<double>(); });
+  if (order.size() > kContextComponents) order.resize(kContextComponents);
+  if (order.empty()) return "<p class=\"note\">No component of this layer is active in the context sequences.</p>\n";
+  std::vector<std::vector<H::Cell>> rows;
+  for (size_t c : order) {
+    std::string html;
+    for (const json& cx : ctx[c]) {
+      char ci[32];
+      std::snprintf(ci, sizeof ci, "%.2f", cx.at("ci").get<double>());
+      html += (html.empty() ? "" : "<br>") + std::string(ci) + " " + context_html(cx);
+    }
+    H::Cell cell{html, "", false, "ctx"};
+    rows.push_back({H::num((double)c), H::num(freq[c].get<double>(), -4),
+                    H::num(L.at("ci_mean").at(c).get<double>(), -4), cell});
+  }
+  return "<h4>Top-activating contexts: " + H::escape(L.value("name", std::string("?"))) + "</h4>\n" +
+         H::table("contexts-" + std::to_string(index), {"component", "CI freq", "mean CI", "top contexts (CI)"}, rows);
+}
+
 std::string components_section(const std::string& dir, bool apd) {
   const std::string file = dir + "/components.json";
   std::string s = "<h2>Components</h2>\n";
@@ -173,10 +217,21 @@ std::string components_section(const std::string& dir, bool apd) {
        "over the evaluation batch (CI &gt; " +
        H::escape(c.value("ci_threshold", json()).dump()) +
        "); &ldquo;serves features&rdquo;: the one-hot inputs whose largest CI is this component's. Ablation effect: "
-       "how much the output MSE to the target grows when this component alone is masked out (all others on), on " +
+       "how much the output distance to the target (MSE; KL for logits) grows when this component alone is masked "
+       "out (all others on), on " +
        H::escape(c.value("ablation_batch", json()).dump()) +
        " fresh examples; &ldquo;-&rdquo; for components below 1% of the layer's largest norm (or past the 200 "
        "largest), which are not measured.</p>\n";
+  if (c.contains("contexts") && c["contexts"].is_object()) {
+    const json& x = c["contexts"];
+    s += "<p class=\"note\">Top-activating contexts: for the (up to) 10 components of a layer with the highest CI "
+         "frequency, the sequences in which its CI is largest (ties: by the pre-sigmoid z), among " +
+         H::escape(x.value("sequences", json()).dump()) + " sequences of " + H::escape(x.value("seq_len", json()).dump()) +
+         " tokens drawn with seed " + H::escape(x.value("seed", json()).dump()) +
+         ", each at its largest position (distinct texts only), shown with " +
+         H::escape(x.value("before", json()).dump()) + " tokens before and " + H::escape(x.value("after", json()).dump()) +
+         " after, the token itself marked; <code>pd components</code> prints the same for every component.</p>\n";
+  }
   for (size_t i = 0; i < c["layers"].size(); ++i) {
     const json& L = c["layers"][i];
     const std::string where = file + ": layers[" + std::to_string(i) + "]";
@@ -184,6 +239,7 @@ std::string components_section(const std::string& dir, bool apd) {
       if (!L.is_object() || !L.contains(k) || !L[k].is_array()) ad::fail(where + "." + k + ": missing or not an array");
     try {
       s += component_table(L, i, apd);
+      if (L.contains("top_contexts")) s += contexts_table(L, i);
     } catch (const json::exception& e) {
       ad::fail(where + ": malformed (" + e.what() + ")");
     }

@@ -187,6 +187,13 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return s;
 }
 
+bool Tokenizer::covers(const std::string& text) const {
+  if (kind_ == "byte") return true;
+  for (uint32_t cp : utf8_decode(text))
+    if (!index_.count(cp)) return false;
+  return true;
+}
+
 int64_t Tokenizer::vocab_size() const { return kind_ == "byte" ? 256 : (int64_t)chars_.size(); }
 
 // ---- story corpus ------------------------------------------------------------------------------
@@ -210,47 +217,119 @@ const char* kNumbers[] = {"one", "two", "three", "four", "five"};
 const char* kFeelings[] = {"happy", "sad", "tired", "excited", "surprised"};
 const char* kHomes[] = {"a small house", "a big house", "a little cottage", "a tall tower"};
 const char* kNear[] = {"near the river", "by the sea", "at the edge of the forest", "in a quiet town"};
-}  // namespace
 
-std::string generate_story_corpus(int64_t n_stories, uint64_t seed) {
+constexpr int kStoryFeatures = 7;  // story_feature_names()
+
+// Appends text and, when annotating, one label per appended character and feature: the
+// feature's background value (what it is outside any marked span) or, inside span(), the
+// span's value for that one feature.
+class StoryWriter {
+ public:
+  explicit StoryWriter(AnnotatedStories* a) : a_(a) {
+    if (a_) a_->labels.assign(kStoryFeatures, {});
+  }
+  std::string text;
+  int8_t bg[kStoryFeatures] = {-1, -1, -1, 0, 0, 0, 0};  // undefined / 0: see story_feature_names
+
+  void put(const std::string& s) { span(s, -1, 0); }
+  void span(const std::string& s, int feature, int8_t value) {
+    text += s;
+    if (!a_) return;
+    for (int f = 0; f < kStoryFeatures; ++f) a_->labels[(size_t)f].resize(text.size(), f == feature ? value : bg[f]);
+  }
+
+ private:
+  AnnotatedStories* a_;
+};
+
+// The one story grammar; `a` (may be null) receives the labels. Every draw from rng happens in
+// the order the original single-expression generator made them (pinned by a hash in the tests).
+std::string write_stories(int64_t n_stories, uint64_t seed, AnnotatedStories* a) {
   ad::Rng rng(seed);
   auto pick = [&](auto& arr) -> decltype(arr[0]) { return arr[rng.below(sizeof(arr) / sizeof(arr[0]))]; };
-  std::string out;
+  StoryWriter w(a);
+  enum { kHero = 0, kPronoun, kPlural, kQuote, kName, kPlace, kFeeling };
   for (int64_t s = 0; s < n_stories; ++s) {
+    if (a) a->story_start.push_back(w.text.size());
     const Person& hero = pick(kPeople);
     const Person* friend_ = &pick(kPeople);
     while (friend_ == &hero) friend_ = &pick(kPeople);
+    const int8_t girl = hero.female ? 1 : 0;
     const char* he = hero.female ? "she" : "he";
     const char* He = hero.female ? "She" : "He";
     const char* his = hero.female ? "her" : "his";
     const char* fhe = friend_->female ? "She" : "He";
-    const char* kind = hero.female ? "girl" : "boy";
     const Thing& thing = pick(kThings);
     const int64_t n = (int64_t)rng.below(5);
-    const std::string count = std::string(kNumbers[n]) + " " + (n == 0 ? thing.one : thing.many);
     const char* place = pick(kPlaces);
-    std::string st;
-    st += std::string("Once upon a time, there was a ") + kind + " named " + hero.name + ". ";
-    st += std::string(hero.name) + " lived in " + pick(kHomes) + " " + pick(kNear) + ". ";
-    st += std::string("One day, ") + hero.name + " went to " + place + " with " + his + " friend " + friend_->name + ". ";
+    const std::string one_of = n == 0 ? "the " + std::string(thing.one) : "one " + std::string(thing.one);
+    auto name = [&](const char* who) { w.span(who, kName, 1); };
+    auto hero_pronoun = [&](const char* p) { w.span(p, kPronoun, girl); };
+    auto counted = [&] {  // "three apples": the noun carries the plural label
+      w.put(std::string(kNumbers[n]) + " ");
+      w.span(n == 0 ? thing.one : thing.many, kPlural, n == 0 ? 0 : 1);
+    };
+    w.bg[kHero] = -1;
+    w.put("Once upon a time, there was a ");
+    w.bg[kHero] = girl;  // from the word "girl" / "boy" on
+    w.put(hero.female ? "girl" : "boy");
+    w.put(" named "), name(hero.name), w.put(". ");
+    name(hero.name);
+    // GCC evaluated the original `... + pick(kHomes) + " " + pick(kNear)` right to left.
+    const char* near = pick(kNear);
+    const char* home = pick(kHomes);
+    w.put(std::string(" lived in ") + home + " " + near + ". ");
+    w.put("One day, "), name(hero.name), w.put(" went to the "), w.span(place + 4, kPlace, 1), w.put(" with ");
+    hero_pronoun(his), w.put(" friend "), name(friend_->name), w.put(". ");
     switch (rng.below(3)) {
-      case 0: st += std::string("At ") + (place + 4) + ", " + he + " found " + count + ". "; break;
-      case 1: st += std::string(He) + " saw " + count + " and picked " + (n == 0 ? "it" : "them") + " up. "; break;
-      default: st += std::string(friend_->name) + " gave " + hero.name + " " + count + ". "; break;
+      case 0:
+        w.put("At "), w.span(place + 4, kPlace, 1), w.put(", "), hero_pronoun(he), w.put(" found "), counted();
+        w.put(". ");
+        break;
+      case 1:
+        hero_pronoun(He), w.put(" saw "), counted();
+        w.put(std::string(" and picked ") + (n == 0 ? "it" : "them") + " up. ");
+        break;
+      default:
+        name(friend_->name), w.put(" gave "), name(hero.name), w.put(" "), counted();
+        w.put(". ");
+        break;
     }
-    st += std::string(hero.name) + " was very " + pick(kFeelings) + ". ";
-    st += std::string(fhe) + " said, \"" + hero.name + ", can I have " + (n == 0 ? "the " + std::string(thing.one) : "one " + std::string(thing.one)) + "?\" ";
+    name(hero.name), w.put(" was very "), w.span(pick(kFeelings), kFeeling, 1), w.put(". ");
+    w.put(std::string(fhe) + " said, \"");
+    w.bg[kQuote] = 1;
+    name(hero.name), w.put(", can I have " + one_of + "?");
+    w.bg[kQuote] = 0;
+    w.put("\" ");
     if (rng.below(2) == 0) {
-      st += std::string(hero.name) + " said yes, and " + he + " gave " + friend_->name + " " + (n == 0 ? "the " + std::string(thing.one) : "one " + std::string(thing.one)) + ". ";
-      st += std::string("Then ") + hero.name + " and " + friend_->name + " went home together. ";
+      name(hero.name), w.put(" said yes, and "), hero_pronoun(he), w.put(" gave "), name(friend_->name);
+      w.put(" " + one_of + ". Then "), name(hero.name), w.put(" and "), name(friend_->name), w.put(" went home together. ");
     } else {
-      st += std::string(hero.name) + " said no, because " + he + " wanted to keep " + (n == 0 ? "it" : "them") + ". ";
-      st += std::string(friend_->name) + " went home alone. ";
+      name(hero.name), w.put(" said no, because "), hero_pronoun(he);
+      w.put(std::string(" wanted to keep ") + (n == 0 ? "it" : "them") + ". "), name(friend_->name), w.put(" went home alone. ");
     }
-    st += "The end.\n\n";
-    out += st;
+    w.put("The end.\n\n");
   }
-  return out;
+  if (a) a->text = w.text;
+  return std::move(w.text);
+}
+
+}  // namespace
+
+std::string generate_story_corpus(int64_t n_stories, uint64_t seed) { return write_stories(n_stories, seed, nullptr); }
+
+const std::vector<std::string>& story_feature_names() {
+  static const std::vector<std::string> names = {"hero_female", "hero_pronoun_female", "plural", "quote",
+                                                 "name",        "place",               "feeling"};
+  static_assert(kStoryFeatures == 7, "story_feature_names lists every feature write_stories labels");
+  return names;
+}
+
+AnnotatedStories generate_annotated_stories(int64_t n_stories, uint64_t seed) {
+  AnnotatedStories a;
+  a.features = story_feature_names();
+  write_stories(n_stories, seed, &a);
+  return a;
 }
 
 std::string load_corpus(const std::string& spec) {

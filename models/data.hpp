@@ -62,6 +62,7 @@ class Tokenizer {
   json to_json() const;
   std::vector<int32_t> encode(const std::string& text) const;  // unknown chars -> error
   std::string decode(const std::vector<int32_t>& ids) const;
+  bool covers(const std::string& text) const;  // encode(text) would succeed
   int64_t vocab_size() const;
   const std::string& kind() const { return kind_; }
 
@@ -74,6 +75,28 @@ class Tokenizer {
 // The default corpus: a deterministic grammar of short stories with recurring names,
 // pronoun agreement and counted objects (no download). Same seed -> same text.
 std::string generate_story_corpus(int64_t n_stories, uint64_t seed = 1234);
+
+// The same corpus with per-character ground truth read off the grammar, for probing what a
+// decomposition of a model trained on it has found. The text is ASCII, so character i is
+// byte i. labels[f][i] is 1 or 0 where feature f is defined at character i, -1 where not:
+//   hero_female          every character from the hero's "girl" / "boy" to the story's end:
+//                        1 for a girl (the state a model needs to choose "she" over "he")
+//   hero_pronoun_female  the characters of he / she / his / her that refer to the hero
+//                        (the friend's "She said" is not labelled): 1 for she / her
+//   plural               the counted noun after the number word ("three [apples]",
+//                        "one [apple]"): 1 when plural
+//   quote                every character: 1 between the quotation marks (marks excluded)
+//   name                 every character: 1 on a person's name (hero or friend, anywhere)
+//   place                every character: 1 on a place noun ("the [market]", "At [market]")
+//   feeling              every character: 1 on the feeling word ("was very [happy]")
+struct AnnotatedStories {
+  std::string text;                         // == generate_story_corpus(n_stories, seed)
+  std::vector<std::string> features;        // story_feature_names()
+  std::vector<std::vector<int8_t>> labels;  // [feature][character]
+  std::vector<size_t> story_start;          // byte offset of each story in text
+};
+AnnotatedStories generate_annotated_stories(int64_t n_stories, uint64_t seed = 1234);
+const std::vector<std::string>& story_feature_names();
 // "builtin:stories" (optionally "builtin:stories:N") or a UTF-8 file path.
 std::string load_corpus(const std::string& spec);
 // Unigram entropy in nats per token of a token stream (the bar a language model must beat).

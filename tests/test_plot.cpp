@@ -14,6 +14,7 @@
 
 #include "autodiff/fileio.hpp"
 #include "experiments/plot.hpp"
+#include "tests/cli_test_util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -40,22 +41,7 @@ struct AwkwardDir {
 };
 
 // What `fn` writes to stderr (fd 2, so it also catches child processes').
-std::string capture_stderr(const std::function<void()>& fn) {
-  char tmpl[] = "/tmp/pd_plot_stderr_XXXXXX";
-  const int fd = mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  std::fflush(stderr);
-  const int saved = dup(2);
-  dup2(fd, 2);
-  fn();
-  std::fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
-  close(fd);
-  const std::string text = ad::read_file(tmpl);
-  unlink(tmpl);
-  return text;
-}
+std::string capture_stderr(const std::function<void()>& fn) { return capture_output(2, fn); }
 
 bool have_gnuplot() { return std::system("gnuplot -e 'exit' >/dev/null 2>&1") == 0; }
 

@@ -1,5 +1,5 @@
 // report.html, pd report (--compare) and pd sweep: the pages hold what they promise (result
-// table, every heatmap, component tables), render in a headless browser without console
+// table, every heatmap, component tables, a language model's top-activating contexts), render in a headless browser without console
 // errors, are rebuilt byte for byte from the run folder, and an interrupted sweep resumes to
 // the same summary as an uninterrupted one.
 #include <doctest/doctest.h>
@@ -17,6 +17,7 @@
 #include "experiments/process.hpp"
 #include "experiments/report_html.hpp"
 #include "experiments/sweep.hpp"
+#include "tests/browser_util.hpp"
 #include "tests/cli_test_util.hpp"
 
 using nlohmann::json;
@@ -135,42 +136,7 @@ TEST_CASE("pd report --compare: one page and one CSV, config differences highlig
   CHECK(run_pd({"report", "--compare", dir + "/a"}) == 2);  // no --out
 }
 
-// Debian's chromium in PATH, or "".
-static std::string find_chromium() {
-  const char* path = std::getenv("PATH");
-  std::stringstream ss(path ? path : "");
-  for (std::string d; std::getline(ss, d, ':');)
-    if (!d.empty() && access((d + "/chromium").c_str(), X_OK) == 0) return d + "/chromium";
-  return "";
-}
-
-struct Rendered {
-  int exit_code = -1;
-  std::string dom;
-  std::vector<std::string> console;  // every console message and uncaught error the page logged
-};
-
-// `chromium --headless --dump-dom file://page` with its log on stderr (console messages appear
-// there as "...:CONSOLE..." lines, uncaught exceptions as "Uncaught ...").
-static Rendered render(const std::string& chromium, const std::string& page, const std::string& work) {
-  Rendered r;
-  const std::string abs = std::filesystem::absolute(page).string();
-  int status = 0;
-  const int err = pd::run_process({chromium, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                                   "--user-data-dir=" + work + "/profile", "--enable-logging=stderr", "--v=0",
-                                   "--dump-dom", "file://" + abs},
-                                  work + "/dom.html", work + "/browser.log", {}, &status);
-  REQUIRE(err == 0);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.dom = ad::read_file(work + "/dom.html");
-  std::stringstream log(ad::read_file(work + "/browser.log"));
-  for (std::string line; std::getline(log, line);)
-    if (line.find(":CONSOLE") != std::string::npos || line.find("Uncaught") != std::string::npos)
-      r.console.push_back(line);
-  return r;
-}
-
-TEST_CASE("report.html renders in headless Chromium: no console errors; table, heatmaps, components in the DOM") {
+TEST_CASE("report.html renders in headless Chromium: no console errors; table, heatmaps, components, contexts in the DOM") {
   const std::string chromium = find_chromium();
   if (chromium.empty()) {
     const bool required = getuid() == 0 || std::getenv("PD_REQUIRE_BROWSER");
@@ -205,6 +171,17 @@ TEST_CASE("report.html renders in headless Chromium: no console errors; table, h
     const std::string t = element(r.dom, "table", id);
     CHECK(count_of(t, "<tr") == 9);
     CHECK(count_of(t, "<td") == 8 * 8);
+  }
+
+  // A language model's page: per layer a table of top-activating contexts, the token marked.
+  const std::string lm = tiny_lm_run(dir, "builtin:stories:40", "lm");
+  const Rendered p = render(chromium, lm + "/report.html", dir);
+  CHECK(p.exit_code == 0);
+  CHECK_MESSAGE(p.console.empty(), (p.console.empty() ? std::string() : p.console[0]));
+  for (const char* id : {"contexts-0", "contexts-1"}) {
+    const std::string t = element(p.dom, "table", id);
+    CHECK(count_of(t, "<tr") >= 2);
+    CHECK(count_of(t, "<mark>") >= count_of(t, "<tr") - 1);  // every component row marks its tokens
   }
 }
 

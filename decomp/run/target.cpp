@@ -3,12 +3,10 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <memory>
 #include <set>
 
 #include "models/config.hpp"
 #include "models/data.hpp"
-#include "models/train.hpp"
 
 namespace decomp {
 
@@ -63,18 +61,23 @@ Target make_target(std::shared_ptr<models::Model> model, const models::RunConfig
     };
     t.forward = [model](const Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };
   } else if (run.data.type == "text") {
-    // Windows of the corpus's training split, as the target was trained on (the same
-    // deterministic tokenizer is rebuilt from the corpus).
+    // Windows of the run's training stream, as the target trained on (the held-out part stays
+    // unseen by the decomposition too).
     t.distance = Distance::kl;
     auto ds = std::make_shared<const models::TextDataset>(models::make_run_dataset(run.data));
-    const int64_t seq = run.data.seq_len;
-    t.sample = [ds, seq](int64_t B, ad::Rng& rng) {
+    const json& mc = model->config();
+    if (mc.contains("tokenizer") && !mc["tokenizer"].is_null() && mc["tokenizer"] != ds->tok.to_json())
+      ad::fail("decompose: the " + model->type() + " target was trained with another tokenizer than the " +
+               run.data.tokenizer + " tokenizer of corpus '" + run.data.corpus + "' its run config names");
+    const int64_t len = run.data.seq_len;
+    t.sample = [ds, len](int64_t B, ad::Rng& rng) {
       Batch b;
       b.size = B;
-      b.ids = models::sample_text(ds->train, seq, B, rng).inputs;
+      b.ids = models::sample_text(ds->train, len, B, rng).inputs;
       return b;
     };
     t.forward = [model](const Batch& b, models::ForwardHooks* h) { return model->forward_tokens(b.ids, h); };
+    t.tokenizer = std::shared_ptr<const models::Tokenizer>(ds, &ds->tok);  // keeps the dataset alive
   } else {
     ad::fail("decompose: targets with data type '" + run.data.type + "' are not supported yet");
   }
