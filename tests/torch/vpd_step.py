@@ -9,7 +9,8 @@ The step, written from METHODS 3-4 and the engine's documented semantics:
   target pass     logits_t = f(ids), each decomposed layer's input x_l recorded (constant)
   CI              z = global bidirectional transformer(x_1..x_L) (decomp/ci_transformer.hpp),
                   g = lower_leaky(z) (masks), u = upper_leaky(z) (importance minimality)
-  masked layer    out = (h * m) U + m_delta (x W^T - h U),  h = x V;  routed per example:
+  masked layer    out = (h * m) U + m_delta (x W^T - h U),  h = x V  (computed as
+                  (h (m - m_delta)) U + m_delta x W^T);  routed per example:
                   route * out + (1 - route) x W^T
   D               KL(p_target || q), mean over positions
   terms           faithfulness = sum_l ||W_l^T - V_l U_l||^2 / sum_l numel(W_l)
@@ -198,7 +199,7 @@ class Decomposition:
                 V, U = V.detach(), U.detach()
             h = x @ V
             xw = x @ W.t()
-            out = (h * m) @ U + md * (xw - h @ U)
+            out = (h * (m - md)) @ U + md * xw  # = (h m) U + m_delta (x W^T - h U), one product fewer
             return out if route is None else route * out + (1 - route) * xw
 
         return self.forward(self.w, self.mc, ids, linear)
