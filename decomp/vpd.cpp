@@ -62,6 +62,7 @@ VPD::VPD(const Target& t, const DecompConfig& c, ad::Rng& init_rng) : SPD(t, c, 
     }
     PersistentSources ps;
     ps.p = pt->p;
+    ps.coeff = pt->coeff;
     for (size_t l = 0; l < cm.layers.size(); ++l) {
       ad::Shape shape = g_shape[l];
       const bool seq = shape.nd >= 3;
@@ -105,9 +106,11 @@ void VPD::after_step() {
     ps.armed = false;
     if (!ps.pending) continue;
     ps.pending = false;
+    // .grad holds d(total)/ds = coeff dD/ds (only this term reads its sources); the ascent takes
+    // dD/ds, as the inner steps do
     std::vector<Tensor> grads;
     for (Tensor x : ps.leaves()) {
-      grads.push_back(x.grad().defined() ? ad::clone(x.grad()) : ad::zeros(x.shape(), x.dtype()));
+      grads.push_back(x.grad().defined() ? x.grad() / ps.coeff : ad::zeros(x.shape(), x.dtype()));
       x.clear_grad(), x.requires_grad_(false);  // plain tensors again, same data
     }
     ps.ascend(grads, ps.last_lr);

@@ -13,9 +13,11 @@
 //     per_example  [B, S, C]       one per example and position (B = train.batch_size)
 //   Masks m_l = g_l + (1 - g_l) s_l (decomp/losses/losses.hpp source_masks).
 //   Each training step: `inner_steps` Adam ASCENT steps on the current batch (g, U, V constant),
-//   then the training loss at the sources; its gradient with respect to the sources (from the
-//   step's one backward: the same numbers as a separate pass before it) is applied as one more
-//   ascent step after the optimiser step (after_step). Adam: lr_t = lr min(1, (t + 1) / (warmup
+//   then the training loss at the sources; the term's gradient dD/ds with respect to the sources
+//   is applied as one more ascent step after the optimiser step (after_step). It comes from the
+//   step's one backward, which leaves coeff dD/ds in the sources' .grad (the total is
+//   sum coeff x term), so after_step divides by coeff: the same numbers as a separate pass on D
+//   before the backward, on the scale of the inner steps' gradients (the Adam moments mix both). Adam: lr_t = lr min(1, (t + 1) / (warmup
 //   T)) for training step t of T, betas (0.5, 0.99), eps 1e-8, bias-corrected; clamp to [0, 1]
 //   after each update. The sources and Adam moments are in checkpoints (persistent_state), so a
 //   resumed run repeats the uninterrupted one bit for bit.
@@ -55,6 +57,7 @@ struct PersistentPgdReconTerm : LossTerm {
 // training step, when `s` and `s_delta` are leaves whose .grad the main backward fills.
 struct PersistentSources {
   PersistentPgdParams p;
+  double coeff = 1;                             // the term's coefficient in the total loss (> 0)
   std::vector<ad::Tensor> s, s_delta;           // per layer
   std::vector<ad::Tensor> m1, m2;               // Adam moments of s then s_delta, layer by layer
   ad::Tensor t;                                 // [1] f64: Adam updates taken so far

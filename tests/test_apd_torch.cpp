@@ -14,20 +14,8 @@
 using ad::Tensor;
 using nlohmann::json;
 
-namespace {
-
-json tensor_json(const Tensor& t) { return {{"shape", t.shape().to_vector()}, {"data", t.to_vector()}}; }
-
-double max_rel_err(const Tensor& got, const json& want) {
-  REQUIRE(want["shape"].get<std::vector<int64_t>>() == got.shape().to_vector());
-  const std::vector<double> w = want["data"].get<std::vector<double>>();
-  double scale = 1e-300, err = 0;
-  for (double v : w) scale = std::max(scale, std::abs(v));
-  for (size_t i = 0; i < w.size(); ++i) err = std::max(err, std::abs(got.item((int64_t)i) - w[i]) / scale);
-  return err;
-}
-
-}  // namespace
+using torch_ref::max_rel_err;
+using torch_ref::tensor_json;
 
 TEST_CASE("apd: attributions, top-k and losses match PyTorch float64 to 1e-9") {
   for (bool identity : {false, true}) {

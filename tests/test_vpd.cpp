@@ -65,7 +65,7 @@ TEST_CASE("vpd: persistent PGD matches a hand computation over two training step
   const int64_t B = 4, C = 3, T = 200;  // warmup 0.025 T = 5 steps: lr 0.002 at step 0, 0.004 at step 1
   const nlohmann::json j = nlohmann::json::parse(R"({"method": "vpd", "seed": 1, "C": 3,
     "ci_fn": {"type": "mlp", "hidden": [4]}, "delta": true,
-    "losses": [{"name": "persistent_pgd_recon", "coeff": 1.0, "pgd_scope": "per_example", "pgd_inner_steps": 2}],
+    "losses": [{"name": "persistent_pgd_recon", "coeff": 0.5, "pgd_scope": "per_example", "pgd_inner_steps": 2}],
     "train": {"steps": 200, "batch_size": 4}})");
   decomp::DecompConfig cfg = decomp::parse_decomp_config(j, "test");
   cfg.model.dtype = ad::DType::f64;
@@ -115,13 +115,14 @@ TEST_CASE("vpd: persistent PGD matches a hand computation over two training step
       hand(ds, dsd);
       adam_s.step(s, ds, lr), adam_d.step(sd, dsd, lr);
     }
-    const double D = hand(ds, dsd);  // the training loss, and the gradient after_step applies
+    // the term's value, and the gradient after_step applies: dD/ds, not the total's 0.5 dD/ds
+    const double D = hand(ds, dsd);
     adam_s.step(s, ds, lr), adam_d.step(sd, dsd, lr);
 
     vpd.before_step();
     ad::Rng r1(7);
     ad::Tensor loss = vpd.total_loss(b, (double)step / (double)T, r1, nullptr, false);
-    CHECK(loss.item() == doctest::Approx(D).epsilon(1e-12));
+    CHECK(loss.item() == doctest::Approx(0.5 * D).epsilon(1e-12));
     ad::backward(loss);
     vpd.after_step();
     const Vec got_s = ps.s[0].to_vector(), got_d = ps.s_delta[0].to_vector();

@@ -6,6 +6,8 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "autodiff/error.hpp"
+#include "autodiff/tensor.hpp"
 
 namespace torch_ref {
 
@@ -51,6 +54,23 @@ inline Result run(const std::string& script, const nlohmann::json& in) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   return r;
+}
+
+// A tensor for the scripts: {"shape": [...], "data": [... row-major]} (doubles print round-trip).
+inline nlohmann::json tensor_json(const ad::Tensor& t) {
+  return {{"shape", t.shape().to_vector()}, {"data", t.to_vector()}};
+}
+
+// max_i |got_i - want_i| / max_i |want_i| (the error relative to the tensor's scale, so entries
+// near 0 of a tensor with large ones are not held to a relative bound they cannot meet);
+// infinity when the shapes differ.
+inline double max_rel_err(const ad::Tensor& got, const nlohmann::json& want) {
+  if (want["shape"].get<std::vector<int64_t>>() != got.shape().to_vector()) return INFINITY;
+  const std::vector<double> w = want["data"].get<std::vector<double>>();
+  double scale = 1e-300, err = 0;
+  for (double v : w) scale = std::max(scale, std::abs(v));
+  for (size_t i = 0; i < w.size(); ++i) err = std::max(err, std::abs(got.item((int64_t)i) - w[i]) / scale);
+  return err;
 }
 
 }  // namespace torch_ref

@@ -7,6 +7,10 @@
 // shipped config (gradient attributions of the target, batch top-k, every loss term, the
 // unit-norm A step where configured, Adam); experiments/pytorch/apd_step_bench.py is the same
 // step in PyTorch eager.
+// `pd bench vpd_ih | vpd_tiny_lm`: one full VPD training step of the shipped config (global
+// transformer CI function, every loss term, the persistent sources' inner ascent steps, Adam,
+// after_step's source update); experiments/pytorch/vpd_step_bench.py is the same step in
+// PyTorch eager. Token targets also report their vocab and sequence length (the script's sizes).
 #include "autodiff/optim.hpp"
 #include "experiments/bench/bench.hpp"
 #include "decomp/run/target.hpp"
@@ -63,7 +67,14 @@ pd::BenchJson bench_spd_config(const char* spd_config, const pd::BenchOptions& o
   const int64_t batch = opt.quick ? std::min<int64_t>(sc.train.batch_size, 64) : sc.train.batch_size;
   ad::Rng mrng(0);
   std::shared_ptr<models::Model> model = models::make_model(run.model, mrng, ad::DType::f32, spd_config);
-  return time_spd_step(decomp::make_target(model, run, layers), sc, batch, sc.train.lr, opt);
+  const decomp::Target target = decomp::make_target(model, run, layers);
+  pd::BenchJson out = time_spd_step(target, sc, batch, sc.train.lr, opt);
+  if (model->takes_tokens()) {
+    ad::Rng probe(0);
+    out["vocab"] = model->config().at("vocab");
+    out["seq_len"] = target.sample(1, probe).ids.shape[1];
+  }
+  return out;
 }
 
 pd::BenchJson bench_tms52(const pd::BenchOptions& o) { return bench_spd("spd_tms_5-2", "experiments/configs/tms_5-2.json", o); }
@@ -81,6 +92,10 @@ PD_BENCH("spd_config_resid_mlp2", "one pd decompose step of experiments/configs/
 PD_BENCH("spd_config_resid_mlp3", "one pd decompose step of experiments/configs/spd_resid_mlp3.json (fresh target)",
          [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/spd_resid_mlp3.json", o); });
 PD_BENCH("spd_resid_mlp1", "SPD training step on the 1-layer residual MLP (C 100, batch 2048)", bench_resid1);
+PD_BENCH("vpd_ih", "VPD training step of experiments/configs/vpd_ih.json (C 100 on 8 layers, transformer CI, batch 16)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/vpd_ih.json", o); });
+PD_BENCH("vpd_tiny_lm", "VPD training step of experiments/configs/vpd_tiny_lm.json (C 64 on 12 layers, transformer CI, batch 16)",
+         [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/vpd_tiny_lm.json", o); });
 PD_BENCH("apd_tms_5-2", "APD training step of experiments/configs/apd_tms_5-2.json (C 5, m 3, batch 2048)",
          [](const pd::BenchOptions& o) { return bench_spd_config("experiments/configs/apd_tms_5-2.json", o); });
 PD_BENCH("apd_tms_40-10", "APD training step of experiments/configs/apd_tms_40-10.json (C 50, m 11, batch 2048)",
