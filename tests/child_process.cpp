@@ -115,6 +115,7 @@ static pid_t spawn(const std::vector<std::string>& argv, int out_fd, unsigned se
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     child_setup(seconds);  // the alarm survives exec
+    setpgid(0, 0);         // its own process group: a test can kill it with everything it started
     const int in = open("/dev/null", O_RDONLY);
     dup2(in, 0);
     dup2(out_fd, 1);

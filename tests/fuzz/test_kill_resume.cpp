@@ -113,3 +113,51 @@ TEST_CASE("crash safety: pd decompose killed with SIGKILL at seeded moments, the
   check_same_tensors(ref + "/decomposition.safetensors", killed + "/decomposition.safetensors");
   fs::remove_all(fs::path(ref).parent_path());
 }
+
+TEST_CASE("crash safety: pd sweep killed with SIGKILL (its whole process group) at seeded moments, then restarted, ends with the uninterrupted runs") {
+  const fuzz::Fixtures& fx = fuzz::fixtures();
+  json cfg = models::read_json_file(fx.spd_config);
+  cfg["train"]["steps"] = 300;
+  const std::string path = fx.dir + "/kill_sweep.json";
+  ad::write_file_atomic(path, cfg.dump());
+  const std::string pd = testutil::sibling_binary("pd"), dir = testutil::make_temp_dir("pd_kill_sweep_");
+  auto sweep = [&](const std::string& out) {
+    return std::vector<std::string>{pd, "sweep", path, "--seeds", "0-1", "--jobs", "2", "--target-checkpoint", fx.model,
+                                    "--checkpoint-every", "10", "--pd", pd, "--out", out};
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const testutil::ProcessResult r = testutil::run_program(sweep(dir + "/ref"), 600);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.output);
+  const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ad::Rng rng(13);
+  int landed = 0;
+  const std::string killed = dir + "/killed";
+  for (int k = 0; k < 3; ++k) {
+    const int pid = testutil::start_program(sweep(killed), dir + "/log.txt");
+    usleep((useconds_t)(rng.uniform(0.05, 0.45) * run_s * 1e6));  // early: a restarted sweep has less left
+    kill(-pid, SIGKILL);  // the sweep and the runs it started, as a lost machine or a closed terminal would
+    int status = 0;
+    waitpid(pid, &status, 0);
+    landed += WIFSIGNALED(status);
+    for (const char* s : {"/base/seed_0", "/base/seed_1"})
+      if (fs::exists(killed + s)) check_files_parse(killed + s);
+  }
+  MESSAGE(landed, " of 3 kills landed inside the sweep");
+  CHECK(landed >= 1);  // otherwise nothing was interrupted
+  const testutil::ProcessResult fin = testutil::run_program(sweep(killed), 600);
+  REQUIRE_MESSAGE(fin.exit_code == 0, fin.output);
+  for (const char* s : {"/base/seed_0", "/base/seed_1"})
+    check_same_tensors(dir + "/ref" + s + "/decomposition.safetensors", killed + s + "/decomposition.safetensors");
+  auto without_times = [](const std::string& csv) {
+    std::string out, line;
+    for (size_t a = 0, b; a < csv.size(); a = b + 1) {
+      b = csv.find('\n', a);
+      if (b == std::string::npos) b = csv.size();
+      line = csv.substr(a, b - a);
+      if (line.find("wall_time_s") == std::string::npos) out += line + "\n";
+    }
+    return out;
+  };
+  CHECK(without_times(ad::read_file(dir + "/ref/summary.csv")) == without_times(ad::read_file(killed + "/summary.csv")));
+  fs::remove_all(dir);
+}
