@@ -50,6 +50,31 @@ bool published(const std::string& method, const json& cfg, Published* p) {
 
 // The result table of `pd decompose` (result_table's columns) from metrics.json, with the
 // published figures beside it where the target has them.
+// Sequence targets (metrics.json "lm", decomp/evaluate_lm.hpp): KL and CE per masking strategy.
+std::string lm_section(const json& m) {
+  if (!m.contains("lm") || !m["lm"].is_object() || !m["lm"].contains("strategies")) return "";
+  const json& lm = m["lm"];
+  std::vector<std::vector<H::Cell>> rows;
+  for (auto it = lm["strategies"].begin(); it != lm["strategies"].end(); ++it)
+    rows.push_back({H::text(it.key()), H::num(num_or_nan(*it, "kl"), -4), H::num(num_or_nan(*it, "ce"), -4),
+                    H::num(num_or_nan(*it, "ce_unrecovered"), -4)});
+  return "<h3>Masking strategies (target CE " + H::escape(std::to_string(num_or_nan(lm, "ce_target"))) + ")</h3>\n" +
+         H::table("lm-table", {"strategy", "KL", "CE", "ce_unrecovered"}, rows);
+}
+
+// metrics.json "failure_modes" (decomp/failure_modes.hpp): one row per detector.
+std::string failure_section(const json& m) {
+  if (!m.contains("failure_modes") || !m["failure_modes"].is_object()) return "";
+  std::vector<std::vector<H::Cell>> rows;
+  for (auto it = m["failure_modes"].begin(); it != m["failure_modes"].end(); ++it) {
+    const json& f = *it;
+    const bool applicable = f.value("applicable", true), hit = f.value("triggered", false);
+    rows.push_back({H::text(it.key()), H::text(!applicable ? "n/a" : hit ? "YES" : "no"), H::num(num_or_nan(f, "figure"), -4),
+                    H::num(num_or_nan(f, "threshold"), -4), H::text(f.value("detail", std::string()))});
+  }
+  return "<h3>Failure modes</h3>\n" + H::table("failure-table", {"mode", "triggered", "figure", "threshold", "what"}, rows);
+}
+
 std::string result_section(const RunSummary& r) {
   const json& m = r.metrics;
   std::vector<std::vector<H::Cell>> rows;
@@ -84,7 +109,7 @@ std::string result_section(const RunSummary& r) {
     losses.push_back({H::text(it.key()), H::num(it->is_number() ? it->get<double>() : NAN),
                       H::num(num_or_nan(tr, it.key().c_str()))});
   s += "<h3>Final losses</h3>\n" + H::table("losses-table", {"term", "eval batch", "last training step"}, losses);
-  return s;
+  return s + lm_section(m) + failure_section(m);
 }
 
 // Loss curves from a CSV with a "step" column: one line per other column not in `skip`.

@@ -183,6 +183,9 @@ TEST_CASE("report.html renders in headless Chromium: no console errors; table, h
     CHECK(count_of(t, "<tr") >= 2);
     CHECK(count_of(t, "<mark>") >= count_of(t, "<tr") - 1);  // every component row marks its tokens
   }
+  // its masking-strategy table (seven strategies) and the four failure-mode detectors
+  CHECK(count_of(element(p.dom, "table", "lm-table"), "<tr") == 8);
+  CHECK(count_of(element(p.dom, "table", "failure-table"), "<tr") == 5);
 }
 
 TEST_CASE("the page script in headless Chromium: a header click sorts numerically, the cap follows, show all lifts it") {
