@@ -169,8 +169,11 @@ EvalResult evaluate(const Decomposition& spd, ad::Rng& rng, const std::map<std::
     r.groups.push_back(ge);
   }
   if (spd.target.distance == Distance::kl && spd.cfg.method != Method::apd) {
+    // Its own generator from the seed alone: SPD and VPD runs of one seed see the same
+    // sequences, whatever their loss terms drew above.
+    ad::Rng lm_rng(ad::step_seed(spd.cfg.seed, 0, kLMEvalStream));
     r.has_lm = true;
-    r.lm = evaluate_lm(spd, rng, total, chunk);
+    r.lm = evaluate_lm(spd, lm_rng, total, chunk);
   }
   return r;
 }

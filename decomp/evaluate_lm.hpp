@@ -37,6 +37,7 @@ struct LMEval {
 };
 
 inline constexpr int kAdversarialEvalSteps = 20;
+inline constexpr uint64_t kLMEvalStream = 91;  // evaluate() seeds evaluate_lm with step_seed(seed, 0, this)
 inline constexpr double kAdversarialEvalStepSize = 0.1;
 
 // Over `total` sequences drawn from the target's sampler in chunks of `chunk` (means weighted
