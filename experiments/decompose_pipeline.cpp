@@ -115,7 +115,8 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
   json m = decomp::metrics_json(*r.spd, ev, r.log, extra);
   if (evaluated)
     for (const char* k : {"final_train_losses", "train_seconds", "steps_per_s"}) m.erase(k);
-  ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
+  // metrics.json last: it marks a finished run (pd sweep skips a folder that has it), so a run
+  // killed on the way here is resumed from its checkpoint, not taken as done.
   if (save) {
     json saved_cfg = r.cfg;
     saved_cfg["target"]["checkpoint"] = r.lt.checkpoint;
@@ -123,7 +124,8 @@ void finish_run(const Run& r, json extra, const std::string& out_dir, double wal
   }
   write_plots(*r.spd, ev, r.log, out_dir);
   write_components_json(*r.spd, analyse_components(r, decomp::ContextOptions{}, ev), out_dir);
-  write_decompose_report(out_dir);
+  write_decompose_report(out_dir, m);
+  ad::write_file_atomic(out_dir + "/metrics.json", m.dump(2) + "\n");
   std::cout << result_table(*r.spd, ev, wall_s) << "outputs in " << out_dir << "/ (metrics.json, "
             << (save ? "decomposition.safetensors, loss_curves.png, " : "") << "ci_<layer>.png"
             << (save && m.contains("mmcs") ? ", tms_directions.png" : "") << ", components.json, report.html)\n";

@@ -286,8 +286,14 @@ std::string run_line(const json& m) {
 
 }  // namespace
 
-std::string write_decompose_report(const std::string& dir) {
-  const RunSummary r = read_run(dir);
+static std::string write_report_of(const RunSummary& r);
+std::string write_decompose_report(const std::string& dir) { return write_report_of(read_run(dir)); }
+std::string write_decompose_report(const std::string& dir, const json& metrics) {
+  return write_report_of(summarize_run(dir, metrics));
+}
+
+static std::string write_report_of(const RunSummary& r) {
+  const std::string& dir = r.dir;
   const json& m = r.metrics;
   std::string method = r.method;
   for (char& ch : method) ch = (char)std::toupper((unsigned char)ch);

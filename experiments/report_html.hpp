@@ -9,11 +9,16 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace pd {
 
 // dir/report.html of a pd decompose run; returns its path. Throws ad::Error naming the file
 // when metrics.json is missing or malformed; a missing plot or components.json becomes a note.
 std::string write_decompose_report(const std::string& dir);
+// The same from the run's metrics in memory (pd decompose writes metrics.json after the report:
+// metrics.json is the mark of a finished run).
+std::string write_decompose_report(const std::string& dir, const nlohmann::json& metrics);
 
 // dir/report.html of a pd train run (curves and metrics); returns its path.
 std::string write_train_report(const std::string& dir);

@@ -14,9 +14,14 @@ RunSummary read_run(const std::string& dir) {
   if (!std::filesystem::is_directory(dir)) ad::fail(dir + ": no such run folder");
   const std::string file = dir + "/metrics.json";
   if (!std::filesystem::exists(file)) ad::fail(file + ": missing (the run has not finished, or is not a pd run)");
+  return summarize_run(dir, models::read_json_file(file));
+}
+
+RunSummary summarize_run(const std::string& dir, json metrics) {
+  const std::string file = dir + "/metrics.json";
   RunSummary r;
   r.dir = dir;
-  r.metrics = models::read_json_file(file);
+  r.metrics = std::move(metrics);
   const json& m = r.metrics;
   if (!m.is_object()) ad::fail(file + ": not a JSON object");
   // Read through a ConfigSection for its errors ("<file>: target: expected a string, got ...");

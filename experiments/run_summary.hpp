@@ -20,6 +20,8 @@ struct RunSummary {
 // dir/metrics.json, checked to be a pd decompose metrics file; throws ad::Error naming the file
 // (missing folder or file, invalid JSON, a missing field).
 RunSummary read_run(const std::string& dir);
+// The same checks on a metrics object already in memory (`dir`'s metrics.json to be).
+RunSummary summarize_run(const std::string& dir, nlohmann::json metrics);
 
 // v with `digits` decimals, "-" when v is not a number.
 std::string fixed(const nlohmann::json& v, int digits);
