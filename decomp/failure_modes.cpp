@@ -45,7 +45,7 @@ FailureMode dense(const Decomposition& dec, const EvalResult& ev, double th) {
 }
 
 FailureMode polysemantic(const Decomposition& dec, const EvalResult& ev, double frequent) {
-  FailureMode f{"polysemantic", false, 0, 0, true, ""};
+  FailureMode f{"polysemantic", false, 0, /*threshold: any such component*/ 0, true, ""};
   const double thr = dec.cfg.ci_threshold;
   int64_t count = 0;
   for (const LayerEval& e : ev.layers) {
@@ -93,9 +93,8 @@ FailureMode unconverged(const ad::TrainLog& log, double th) {
 
 std::vector<FailureMode> detect_failure_modes(const Decomposition& dec, const EvalResult& ev, const ad::TrainLog& log,
                                               const FailureThresholds& th) {
-  FailureMode poly = polysemantic(dec, ev, th.frequent);
-  poly.threshold = 0;
-  return {ci_collapse(ev, th.collapse), dense(dec, ev, th.dense), poly, unconverged(log, th.unconverged)};
+  return {ci_collapse(ev, th.collapse), dense(dec, ev, th.dense), polysemantic(dec, ev, th.frequent),
+          unconverged(log, th.unconverged)};
 }
 
 nlohmann::json failure_modes_json(const std::vector<FailureMode>& fs) {

@@ -61,6 +61,9 @@ struct LossTerm {
   // The term's parameters as read (for metrics, reports and tests).
   virtual nlohmann::json params() const { return nlohmann::json::object(); }
   virtual ad::Tensor value(const TermContext& c) const = 0;
+  // True for a term that reads the decomposition's persistent state (VPD's adversarial
+  // sources): `pd audit` checks those tensors' gradients on such terms alone.
+  virtual bool reads_persistent_state() const { return false; }
 };
 
 struct LossTermKind {

@@ -51,6 +51,7 @@ struct PersistentPgdReconTerm : LossTerm {
   void read(models::ConfigSection& s) override;
   nlohmann::json params() const override;
   ad::Tensor value(const TermContext& c) const override;
+  bool reads_persistent_state() const override { return true; }
 };
 
 // One term's sources and their Adam state. Tensors are plain (no graph) except during a

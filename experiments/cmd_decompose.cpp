@@ -18,7 +18,7 @@
 namespace {
 
 int cmd_decompose(int argc, char** argv) {
-  CLI::App app{"SPD decomposition of a target model (METHODS section 3)"};
+  CLI::App app{"parameter decomposition of a target model: SPD, APD or VPD (METHODS sections 2-4), by the config's method"};
   pd::DecomposeOptions o;
   app.add_option("config", o.config_path, "decomposition config (experiments/configs/{spd,apd,vpd}_*.json)")->required();
   app.add_option("--out", o.out_dir, "output directory (default runs/<config name>)");

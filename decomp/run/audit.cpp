@@ -68,7 +68,7 @@ bool audit_config(const std::string& config_path, int64_t coords, int64_t batch,
     const StepState st = spd.prepare(b, r);
     ad::Tensor sum;
     for (const auto& t : spd.cfg.losses)
-      if (t->kind.rfind("persistent_pgd_recon", 0) == 0) {
+      if (t->reads_persistent_state()) {
         ad::Tensor v = spd.term(*t, b, st, 0.5, r) * t->coeff;
         sum = sum.defined() ? sum + v : v;
       }
