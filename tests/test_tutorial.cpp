@@ -81,6 +81,14 @@ const Quoted kQuoted[] = {
     {"04_apd", "linear1 5 %_ %_ %_ %_ - %N", 0.03, 0},       // MMCS
     {"04_apd", "linear1 5 %_ %_ %_ %_ - %_ %N", 0.1, 0},     // ML2R
 
+    {"05_vpd", "global CI function: %N tensors", 0, 0},
+    {"05_vpd", "ascent step 0: D(f(x | m), f(x)) = %N", 0, 1e-3},
+    {"05_vpd", "ascent step 20: D = %N", 0, 0.02},
+    {"05_vpd", "persistent_pgd_recon coeff 1 value %N", 0, 1e-3},
+    {"05_vpd", "step 500 total %N", 0, 0.1},
+    {"05_vpd", "linear1 20 %N", 0, 0},                       // alive components
+    {"05_vpd", "linear1 20 %_ %_ %_ %_ - %N", 0.01, 0},      // MMCS
+
     {"06_circuits", "layer 3: on = %_ x = (%N", 1e-4, 0},
     {"06_circuits", "noisy on 0.2 -> on' = %N", 0, 0},
     {"06_circuits", "noisy on 0.9 -> on' = %N", 1e-9, 0},
