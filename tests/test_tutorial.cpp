@@ -86,7 +86,7 @@ const Quoted kQuoted[] = {
     {"05_vpd", "ascent step 20: D = %N", 0, 0.02},
     {"05_vpd", "persistent_pgd_recon coeff 1 value %N", 0, 1e-3},
     {"05_vpd", "step 500 total %N", 0, 0.1},
-    {"05_vpd", "linear1 20 %N", 0, 0},                       // alive components
+    {"05_vpd", "linear1 20 %N", 1, 0},                       // alive components (5)
     {"05_vpd", "linear1 20 %_ %_ %_ %_ - %N", 0.01, 0},      // MMCS
 
     {"06_circuits", "layer 3: on = %_ x = (%N", 1e-4, 0},
