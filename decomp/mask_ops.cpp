@@ -218,7 +218,10 @@ Tensor masked_layer_output_rows(const Tensor& a, const Tensor& U, bool trans_u, 
     using T = decltype(zero);
     const T *pxw = xw.data<T>(), *pr = route.data<T>(), *pmd = delta ? m_delta.data<T>() : nullptr;
     T* po = out.data<T>();
-    std::memcpy(po, pxw, (size_t)(N * D) * sizeof(T));
+    for (int64_t n = 0, i = 0; n < N; ++n) {  // the unrouted rows: xw
+      if (i < R && rows.v[(size_t)i] == n) ++i;
+      else std::memcpy(po + n * D, pxw + n * D, (size_t)D * sizeof(T));
+    }
     if (R == 0) return;
     Tensor op = ad::empty({R, D}, a.dtype());  // a op(U) + m_delta xw on the routed rows, packed
     T* pp = op.data<T>();
@@ -230,8 +233,8 @@ Tensor masked_layer_output_rows(const Tensor& a, const Tensor& U, bool trans_u, 
     ad::gemm(false, trans_u, R, D, C, T(1), a.data<T>(), C, U.data<T>(), trans_u ? C : D, T(1), pp, D);
     for (int64_t i = 0; i < R; ++i) {
       const T r = pr[i];
-      T* orow = po + (int64_t)rows.v[(size_t)i] * D;
-      for (int64_t j = 0; j < D; ++j) orow[j] = r * pp[i * D + j] + (1 - r) * orow[j];
+      const int64_t off = (int64_t)rows.v[(size_t)i] * D;
+      for (int64_t j = 0; j < D; ++j) po[off + j] = r * pp[i * D + j] + (1 - r) * pxw[off + j];
     }
   });
   if (out.requires_grad()) {
