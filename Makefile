@@ -16,10 +16,13 @@ OPT      ?= -O3
 # -fno-trapping-math: lets GCC turn `v > 0 ? g : 0 * g` style selects into vector blends (with
 # trapping math it keeps a scalar branch per element: relu was 60x slower). Values are unchanged:
 # the flag only drops the assumption that FP exceptions trap; nothing here reads FP flags.
+# -fno-math-errno: with errno semantics GCC guards every sqrt with a branch to libm (errno for
+# a negative argument), which keeps loops such as the Adam updates scalar. sqrt is correctly
+# rounded either way, so values are unchanged; nothing here reads errno after a math call.
 # -g1: function names and line tables, enough for perf and the sanitizers' stack traces, at
 # about 2/3 of the compile time of -g (CI builds everything twice); DEBUG_INFO=-g for a debugger.
 DEBUG_INFO ?= -g1
-CXXFLAGS ?= $(OPT) $(ARCH) -fno-trapping-math $(DEBUG_INFO)
+CXXFLAGS ?= $(OPT) $(ARCH) -fno-trapping-math -fno-math-errno $(DEBUG_INFO)
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 # Appended even when CXXFLAGS is given on the command line.
 ALL_CXXFLAGS = $(CXXFLAGS) $(EXTRA_FLAGS) -std=c++17 -Wall -Wextra -I. -MMD -MP

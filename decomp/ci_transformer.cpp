@@ -62,14 +62,23 @@ void GlobalCITransformer::init(const CITransformerOptions& o, const std::vector<
 Tensor GlobalCITransformer::embed(const std::vector<Tensor>& xs) const {
   if (xs.size() != in_w.size())
     ad::fail("CI transformer: " + std::to_string(in_w.size()) + " layer inputs expected, got " + std::to_string(xs.size()));
-  Tensor a;
   for (size_t l = 0; l < xs.size(); ++l) {
     const Tensor& x = xs[l];
     if (x.dim() != 3 || x.size(-1) != d_in[l] || x.size(0) != xs[0].size(0) || x.size(1) != xs[0].size(1))
       ad::fail("CI transformer: layer input " + std::to_string(l) + " is " + x.shape().str() + "; every input must be [B, S, d_in] " +
                "with the B, S of input 0 (" + xs[0].shape().str() + ") and d_in " + std::to_string(d_in[l]) +
                " (for inputs without a sequence axis use the global shared_mlp)");
-    Tensor p = ad::matmul(ad::rms_norm(x, Tensor(), kNormEps), in_w[l]);
+  }
+  // Layers that read one tensor (q, k and v of an attention block) share one normalisation
+  // and one product: rms(x) W_q + rms(x) W_k + rms(x) W_v = rms(x) (W_q + W_k + W_v).
+  Tensor a;
+  std::vector<bool> done(xs.size(), false);
+  for (size_t l = 0; l < xs.size(); ++l) {
+    if (done[l]) continue;
+    Tensor W = in_w[l];
+    for (size_t j = l + 1; j < xs.size(); ++j)
+      if (!done[j] && xs[j].node() == xs[l].node()) W = W + in_w[j], done[j] = true;
+    Tensor p = ad::matmul(ad::rms_norm(xs[l], Tensor(), kNormEps), W);
     a = a.defined() ? a + p : p;
   }
   return a + in_b;

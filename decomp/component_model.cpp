@@ -127,13 +127,50 @@ std::vector<Tensor> ComponentModel::ci_pre_sigmoid(const std::vector<Tensor>& xs
   return z;
 }
 
+namespace {
+// The rows of a layer input [..., d] that a per-example route [B, 1, ..., 1] sends through
+// the components (route != 0): each example owns N / B consecutive rows.
+struct RoutedRows {
+  ad::Indices rows;  // ascending
+  Tensor r;          // [R] the route value of each row
+};
+RoutedRows routed_rows(const Tensor& route, int64_t N, ad::DType dt) {
+  const int64_t B = route.numel();
+  if (B == 0 || N % B != 0)
+    ad::fail("masked layer: route " + route.shape().str() + " does not split " + std::to_string(N) + " rows per example");
+  const int64_t per = N / B;
+  std::vector<int32_t> rows;
+  std::vector<double> r;
+  for (int64_t b = 0; b < B; ++b) {
+    const double v = route.item(b);
+    if (v == 0) continue;
+    for (int64_t k = 0; k < per; ++k) rows.push_back((int32_t)(b * per + k)), r.push_back(v);
+  }
+  const int64_t R = (int64_t)rows.size();
+  return {ad::Indices(std::move(rows), ad::Shape{R}), ad::from_vector(r, {R}, dt)};
+}
+// Rows `rows` of x [..., d] as [R, d] (a gather whose backward scatter-adds: the embedding op).
+Tensor gather_rows(const Tensor& x, const ad::Indices& rows) {
+  return ad::embedding(ad::reshape(x, {x.numel() / x.size(-1), x.size(-1)}), rows);
+}
+}  // namespace
+
 Tensor ComponentModel::masked_forward(int l, const Tensor& x, const Tensor& bias, const LayerMask& mk) const {
   const bool need_xw = mk.m_delta.defined() || mk.route.defined();
-  return masked_output(l, h_of(l, x), need_xw ? target_out(l, x, Tensor()) : Tensor(), bias, mk);
+  const Tensor xw = need_xw ? target_out(l, x, Tensor()) : Tensor();
+  if (mk.route.defined()) {  // x V on the routed rows only
+    const int64_t N = x.numel() / x.size(-1);
+    return routed_output(l, [&](const ad::Indices& rows) { return h_of(l, gather_rows(x, rows)); }, N, xw, bias, mk);
+  }
+  return masked_output(l, h_of(l, x), xw, bias, mk);
 }
 
 Tensor ComponentModel::masked_output(int l, const Tensor& h, const Tensor& xw, const Tensor& bias,
                                      const LayerMask& mk) const {
+  if (mk.route.defined()) {
+    const int64_t N = h.numel() / h.size(-1);
+    return routed_output(l, [&](const ad::Indices& rows) { return gather_rows(h, rows); }, N, xw, bias, mk);
+  }
   // (h * (m - m_delta)) U + m_delta (x W^T) + b: the delta's -h U folded into the mask.
   const Tensor acts = masked_component_acts(h, mk.m, mk.m_delta);
   Tensor out;
@@ -143,12 +180,22 @@ Tensor ComponentModel::masked_output(int l, const Tensor& h, const Tensor& xw, c
   } else {
     out = out_of(l, acts);
   }
-  if (bias.defined()) out = out + bias;
-  if (mk.route.defined()) {
-    const Tensor tgt = bias.defined() ? xw + bias : xw;  // x W^T + b
-    out = mk.route * out + (1.0 - mk.route) * tgt;
+  return bias.defined() ? out + bias : out;
+}
+
+Tensor ComponentModel::routed_output(int l, const std::function<Tensor(const ad::Indices&)>& h_rows, int64_t N,
+                                     const Tensor& xw, const Tensor& bias, const LayerMask& mk) const {
+  // route (h (m - m_delta) U + m_delta xw + b) + (1 - route) (xw + b): rows with route 0 are
+  // xw + b, so h, m and m_delta are taken on the routed rows only (masked_layer_output_rows).
+  const RoutedRows rr = routed_rows(mk.route, N, xw.dtype());
+  Tensor out = xw;
+  if (rr.rows.numel() > 0) {
+    const Tensor md = mk.m_delta.defined() ? gather_rows(mk.m_delta, rr.rows) : Tensor();
+    const Tensor acts = masked_component_acts(h_rows(rr.rows), gather_rows(mk.m, rr.rows), md);
+    const StoredU u = U_of(l);
+    out = masked_layer_output_rows(acts, u.t, u.trans, md, xw, rr.rows, rr.r);
   }
-  return out;
+  return bias.defined() ? out + bias : out;
 }
 
 std::vector<Tensor> ComponentModel::component_params() const {

@@ -107,6 +107,10 @@ class ComponentModel {
   // when the mask has neither a delta nor a route.
   ad::Tensor masked_output(int l, const ad::Tensor& h, const ad::Tensor& xw, const ad::Tensor& bias,
                            const LayerMask& mask) const;
+  // A routed layer (mask.route defined; xw defined): h_rows(rows) gives x V on the input rows
+  // `rows` [R, C] (the examples with route != 0; the other rows are xw + b), N = the input's rows.
+  ad::Tensor routed_output(int l, const std::function<ad::Tensor(const ad::Indices&)>& h_rows, int64_t N,
+                           const ad::Tensor& xw, const ad::Tensor& bias, const LayerMask& mask) const;
 
   // Parameter groups: subcomponents (V, U of untied layers) and CI-function parameters.
   std::vector<ad::Tensor> component_params() const;

@@ -28,3 +28,22 @@ ad::Tensor masked_layer_output(const ad::Tensor& a, const ad::Tensor& U, bool tr
                                const ad::Tensor& xw);
 
 }  // namespace decomp
+
+namespace decomp {
+
+// masked_layer_output for a layer routed per example (subset routing), computed on the routed
+// rows only. The composed form is route * (a U + m_delta xw) + (1 - route) xw over all N rows;
+// a row whose route is 0 is xw there whatever a and m_delta are, so the caller gathers the rows
+// with route != 0 (h, m, m_delta of those rows only; the x V and a U products shrink with them)
+// and this op writes every other row as xw:
+//   a: [R, C] (routed rows, in `rows` order);  U: [C, d_out] (or [d_out, C] when trans_u);
+//   m_delta: [R, 1] or undefined (no delta);  xw: [..., d_out] with N rows (all of them);
+//   rows: R strictly ascending row indices in [0, N);  route: [R] route values of those rows
+//   (a constant: it gets no gradient)  ->  out: xw's shape,
+//   out[rows[i]] = r_i (a_i op(U) + m_delta_i xw[rows[i]]) + (1 - r_i) xw[rows[i]],  out[n] = xw[n] elsewhere.
+// Backward: with g_i = r_i dout[rows[i]],  da = g op(U)^T,  dU += a^T g,  dm_delta_i += g_i . xw[rows[i]],
+//   dxw[rows[i]] += (r_i m_delta_i + 1 - r_i) dout[rows[i]],  dxw[n] += dout[n] elsewhere.
+ad::Tensor masked_layer_output_rows(const ad::Tensor& a, const ad::Tensor& U, bool trans_u, const ad::Tensor& m_delta,
+                                    const ad::Tensor& xw, const ad::Indices& rows, const ad::Tensor& route);
+
+}  // namespace decomp

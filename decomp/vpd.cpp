@@ -38,10 +38,11 @@ void PersistentSources::ascend(const std::vector<Tensor>& grads, double lr) {
       T* pm = m1[i].data<T>();
       T* pv = m2[i].data<T>();
       const T* pg = grads[i].data<T>();
+      const double b1 = p.beta1, b2 = p.beta2, eps = p.eps;  // locals: no reload after each store
       for (int64_t j = 0, n = x.numel(); j < n; ++j) {
-        pm[j] = (T)(p.beta1 * pm[j] + (1 - p.beta1) * pg[j]);
-        pv[j] = (T)(p.beta2 * pv[j] + (1 - p.beta2) * pg[j] * pg[j]);
-        const double step = lr * (pm[j] / c1) / (std::sqrt(pv[j] / c2) + p.eps);
+        pm[j] = (T)(b1 * pm[j] + (1 - b1) * pg[j]);
+        pv[j] = (T)(b2 * pv[j] + (1 - b2) * pg[j] * pg[j]);
+        const double step = lr * (pm[j] / c1) / (std::sqrt(pv[j] / c2) + eps);
         px[j] = (T)std::min(1.0, std::max(0.0, px[j] + step));  // ascent, then clamp to [0, 1]
       }
     });

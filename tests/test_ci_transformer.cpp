@@ -73,6 +73,30 @@ TEST_CASE("ci transformer: float64 finite differences w.r.t. every parameter and
   }
 }
 
+// embed() takes layers reading one tensor (q, k, v) as one norm and one product with their
+// in_w summed; a copy of the input in another tensor takes the per-layer path: the same
+// values and gradients (input, every in_w) to rounding.
+TEST_CASE("ci transformer: a shared layer input (one product with the summed in_w) equals separate inputs") {
+  GlobalCITransformer t;
+  ad::Rng rng(13);
+  t.init(opts(6, 2, 1, 5, false), {3, 7, 3, 3}, {4, 6, 5, 2}, ad::DType::f64, rng);
+  perturb(t, 14);
+  ad::Rng data(15);
+  const Tensor x0 = audit::input({2, 5, 3}, data), x1 = audit::input({2, 5, 7}, data);
+  const Tensor x0b = ad::clone(x0).requires_grad_(true), x0c = ad::clone(x0).requires_grad_(true);
+  const Tensor shared = t.embed({x0, x1, x0, x0}), separate = t.embed({x0, x1, x0b, x0c});
+  CHECK(max_abs_diff(shared, separate) < 1e-13);
+  ad::Rng r(16);
+  const Tensor R = ad::rand_normal(shared.shape(), 0, 1, r, ad::DType::f64);
+  std::vector<Tensor> wrt = t.in_w;
+  wrt.push_back(x0);
+  const std::vector<Tensor> gs = ad::grad(shared, wrt, R);
+  wrt.push_back(x0b), wrt.push_back(x0c);
+  const std::vector<Tensor> gp = ad::grad(separate, wrt, R);
+  for (size_t i = 0; i < t.in_w.size(); ++i) CHECK(max_abs_diff(gs[i], gp[i]) < 1e-13);
+  CHECK(max_abs_diff(gs[4], gp[4] + gp[5] + gp[6]) < 1e-13);  // x0's three paths
+}
+
 TEST_CASE("ci transformer: bidirectional (the last position changes z at position 0), and rope breaks permutation symmetry") {
   for (bool rope : {true, false}) {
     CAPTURE(rope);

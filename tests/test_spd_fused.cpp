@@ -75,6 +75,58 @@ AUDIT_CASE("masked_layer_output out = a U + m_delta (x W^T)") {
   CHECK_GRADIENTS([xw2](const In& v) { return decomp::masked_layer_output(v[0], v[1], false, v[2], xw2); }, In({a2, U, md2}));
 }
 
+AUDIT_CASE("masked_layer_output_rows out = xw, routed rows r (a U + m_delta xw) + (1 - r) xw") {
+  ad::Rng rng(35);
+  // 7 rows of xw, 4 routed (one with a fractional route)
+  const ad::Indices rows({0, 2, 3, 6}, ad::Shape{4});
+  const Tensor r = ad::from_vector({1, 1, 0.5, 1}, {4}, ad::DType::f64);
+  Tensor a = audit::input({4, 5}, rng), U = audit::input({5, 3}, rng), Ut = audit::input({3, 5}, rng);
+  Tensor md = audit::input({4, 1}, rng, 0, 1), xw = audit::input({7, 3}, rng);
+  auto f = [rows, r](bool tu) {
+    return [rows, r, tu](const In& v) { return decomp::masked_layer_output_rows(v[0], v[1], tu, v[2], v[3], rows, r); };
+  };
+  CHECK_GRADIENTS(f(false), In({a, U, md, xw}));
+  CHECK_GRADIENTS(f(true), In({a, Ut, md, xw}));
+  // no delta; xw [..., d_out] with a leading batch axis
+  Tensor xw3 = audit::input({1, 7, 3}, rng);
+  CHECK_GRADIENTS([rows, r](const In& v) { return decomp::masked_layer_output_rows(v[0], v[1], false, Tensor(), v[2], rows, r); },
+                  In({a, U, xw3}));
+}
+
+// masked_layer_output_rows on gathered rows vs the composed routed layer over all rows:
+// route (a U + m_delta xw) + (1 - route) xw, the route per row (0 on the rows left out).
+TEST_CASE("spd: masked_layer_output_rows equals the composed routed layer (values and gradients)") {
+  ad::Rng rng(7);
+  const int64_t N = 12, C = 9, D = 5;
+  const std::vector<int32_t> routed = {1, 2, 3, 7, 8, 11};
+  const std::vector<double> rv = {1, 1, 1, 0.25, 1, 1};
+  std::vector<double> route_full((size_t)N, 0.0);
+  for (size_t i = 0; i < routed.size(); ++i) route_full[(size_t)routed[i]] = rv[i];
+  const ad::Indices rows(routed, ad::Shape{(int64_t)routed.size()});
+  const Tensor r = ad::from_vector(rv, {(int64_t)rv.size()}, ad::DType::f64);
+  const Tensor route = ad::from_vector(route_full, {N, 1}, ad::DType::f64);
+  Tensor a = audit::input({N, C}, rng), U = audit::input({C, D}, rng), Ut = audit::input({D, C}, rng),
+         md = audit::input({N, 1}, rng, 0, 1), xw = audit::input({N, D}, rng);
+  for (bool tu : {false, true}) {
+    INFO("U stored transposed: " << tu);
+    check_same_function(
+        [&](const In& v) {
+          return decomp::masked_layer_output_rows(ad::embedding(v[0], rows), v[1], tu, ad::embedding(v[2], rows), v[3], rows, r);
+        },
+        [&](const In& v) { return route * (ad::matmul(v[0], v[1], false, tu) + v[2] * v[3]) + (1.0 - route) * v[3]; },
+        In({a, tu ? Ut : U, md, xw}), 1e-13);
+  }
+  check_same_function(
+      [&](const In& v) { return decomp::masked_layer_output_rows(ad::embedding(v[0], rows), v[1], false, Tensor(), v[2], rows, r); },
+      [&](const In& v) { return route * ad::matmul(v[0], v[1]) + (1.0 - route) * v[2]; }, In({a, U, xw}), 1e-13);
+  // no routed row: out = xw, dout passes to xw
+  const Tensor out0 = decomp::masked_layer_output_rows(ad::zeros({0, C}, ad::DType::f64), U, false, ad::zeros({0, 1}, ad::DType::f64),
+                                                       xw, ad::Indices({}, ad::Shape{0}), ad::zeros({0}, ad::DType::f64));
+  const Tensor R = ad::rand_normal({N, D}, 0, 1, rng, ad::DType::f64);
+  CHECK(out0.to_vector() == xw.to_vector());
+  CHECK(ad::grad(out0, {xw}, R)[0].to_vector() == R.to_vector());
+}
+
 TEST_CASE("spd: fused mask ops equal the composed engine ops (values and gradients)") {
   ad::Rng rng(5);
   Tensor g = audit::input({9, 13}, rng, 0, 1), r = audit::input({9, 13}, rng, 0, 1);
@@ -103,6 +155,11 @@ TEST_CASE("spd: fused mask ops reject mismatched shapes with the op's name") {
   CHECK_THROWS_WITH(decomp::masked_layer_output(a, ad::zeros({2, 4}), false, md, xw), doctest::Contains("masked_layer_output"));
   CHECK_THROWS_WITH(decomp::masked_layer_output(a, ad::zeros({3, 4}), false, md, ad::zeros({2, 5})),
                     doctest::Contains("masked_layer_output"));
+  const ad::Indices rows({1, 0}, ad::Shape{2});  // not ascending
+  CHECK_THROWS_WITH(decomp::masked_layer_output_rows(a, ad::zeros({3, 4}), false, md, xw, rows, ad::ones({2})),
+                    doctest::Contains("strictly ascending"));
+  CHECK_THROWS_WITH(decomp::masked_layer_output_rows(a, ad::zeros({3, 4}), false, md, xw, ad::Indices({0}, ad::Shape{1}), ad::ones({1})),
+                    doctest::Contains("masked_layer_output_rows"));
 }
 
 // Token embedding [vocab 5, d 3] then a linear layer with bias, both decomposed: the

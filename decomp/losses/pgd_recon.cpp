@@ -28,18 +28,15 @@ namespace {
 // s broadcast / tiled to g's shape [B, ..., C] (see source_masks).
 Tensor tile_source(const Tensor& s, const ad::Shape& gs) {
   if (s.shape() == gs) return s;
-  const int64_t n = s.size(0), B = gs[0];
-  if (n == 1 || s.dim() != gs.nd) return s + ad::zeros(gs, s.dtype());
-  // [n, rest] -> [1, n, rest] + zeros [reps, 1, rest] -> [reps n, rest] -> first B rows:
-  // example b reads row b mod n (an evaluation chunk need not be a multiple of n)
-  const int64_t reps = (B + n - 1) / n;
-  ad::Shape s3 = s.shape(), z3 = gs, tiled = gs;
-  s3.nd = z3.nd = gs.nd + 1;
-  for (int i = gs.nd; i > 1; --i) s3.d[i] = s.shape()[i - 1], z3.d[i] = gs[i - 1];
-  s3.d[0] = 1, s3.d[1] = n, z3.d[0] = reps, z3.d[1] = 1;
-  tiled.d[0] = reps * n;
-  const Tensor t = ad::reshape(ad::reshape(s, s3) + ad::zeros(z3, s.dtype()), tiled);
-  return reps * n == B ? t : ad::slice(t, 0, 0, B);
+  bool rows_only = s.dim() == gs.nd && s.dim() >= 1;  // s [n, rest] with g's rest: a row gather
+  for (int i = 1; rows_only && i < gs.nd; ++i) rows_only = s.shape()[i] == gs[i];
+  if (!rows_only) return s + ad::zeros(gs, s.dtype());  // broadcast along size-1 axes
+  // example b reads row b mod n (an evaluation chunk need not be a multiple of n): one gather
+  // (the embedding op), whose backward adds each row's copies into it
+  const int64_t n = s.size(0), B = gs[0], rest = s.numel() / std::max<int64_t>(n, 1);
+  std::vector<int32_t> ids((size_t)B);
+  for (int64_t b = 0; b < B; ++b) ids[(size_t)b] = (int32_t)(b % n);
+  return ad::reshape(ad::embedding(ad::reshape(s, {n, rest}), ad::Indices(std::move(ids), ad::Shape{B})), gs);
 }
 }  // namespace
 
