@@ -371,7 +371,7 @@ TEST_CASE("apd: the attribution kernel's GEMM path equals its plain loop and acc
   ad::Rng rng(8);
   for (auto dims : std::vector<std::array<int64_t, 4>>{{3, 4, 5, 7}, {2, 130, 100, 9}, {5, 1, 1, 1}}) {
     const int64_t rows = dims[0], C = dims[1], O = dims[2], d = dims[3];
-    Tensor P = ad::zeros({rows, C, d}, ad::DType::f64), G = ad::zeros({rows, d, O}, ad::DType::f64);
+    Tensor P = ad::zeros({rows, C, d}, ad::DType::f64), G = ad::zeros({O, rows, d}, ad::DType::f64);
     Tensor start = ad::zeros({rows, C, O}, ad::DType::f64);
     ad::fill_uniform(P, -1, 1, rng), ad::fill_uniform(G, -1, 1, rng), ad::fill_uniform(start, -1, 1, rng);
     Tensor loop = ad::clone(start), gemm = ad::clone(start);
@@ -382,7 +382,7 @@ TEST_CASE("apd: the attribution kernel's GEMM path equals its plain loop and acc
       for (int64_t c = 0; c < C; ++c)
         for (int64_t o = 0; o < O; ++o) {
           double want = start.item((r * C + c) * O + o);
-          for (int64_t k = 0; k < d; ++k) want += P.item((r * C + c) * d + k) * G.item((r * d + k) * O + o);
+          for (int64_t k = 0; k < d; ++k) want += P.item((r * C + c) * d + k) * G.item((o * rows + r) * d + k);
           err = std::max({err, std::abs(loop.item((r * C + c) * O + o) - want), std::abs(gemm.item((r * C + c) * O + o) - want)});
         }
     CHECK(err < 1e-12);
