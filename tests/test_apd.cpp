@@ -10,12 +10,15 @@
 #include <sstream>
 
 #include "autodiff/gradcheck.hpp"
+#include "autodiff/parallel.hpp"
 #include "decomp/apd.hpp"
 #include "decomp/attributions.hpp"
 #include "decomp/evaluate.hpp"
+#include "decomp/losses/losses.hpp"
 #include "decomp/run/audit.hpp"
 #include "decomp/run/checkpoint.hpp"
 #include "decomp/trainer.hpp"
+#include "tests/audit.hpp"
 #include "tests/spd_test_util.hpp"
 
 using ad::Tensor;
@@ -389,4 +392,42 @@ TEST_CASE("apd: the attribution kernel's GEMM path equals its plain loop and acc
   }
   Tensor bad = ad::zeros({2, 3, 4}, ad::DType::f64);
   CHECK_THROWS_WITH(decomp::accumulate_attribution_dots(bad, bad, bad), doctest::Contains("accumulate_attribution_dots"));
+}
+
+// Simplicity's fused column norms against the composite ad::square / ad::sum / ad::mul: the
+// same numbers forward and backward (the same summation order; the compiler may fuse a
+// multiply-add the composite rounds twice), and the same bits with 1 and 3 threads, on odd
+// sizes that split into several chunks.
+TEST_CASE("apd: apd_column_norms equals its composite reference and gives the same bits with any thread count") {
+  for (ad::DType dt : {ad::DType::f32, ad::DType::f64}) {
+    ad::Rng rng(11);
+    Tensor V = ad::rand_uniform({37, 29}, -1, 1, rng, dt), U = ad::rand_uniform({29, 19}, -1, 1, rng, dt);
+    const Tensor up = ad::rand_uniform({29}, -1, 1, rng, dt);
+    V.requires_grad_(), U.requires_grad_();
+    auto run = [&](bool fused, int threads) {
+      const int old = ad::num_threads();
+      ad::set_num_threads(threads);
+      V.zero_grad(), U.zero_grad();
+      const Tensor y = fused ? decomp::apd_column_norms(V, U) : decomp::apd_column_norms_reference(V, U);
+      ad::backward(ad::sum(y * up));
+      ad::set_num_threads(old);
+      return std::vector<Tensor>{ad::clone(ad::detach(y)), ad::clone(V.grad()), ad::clone(U.grad())};
+    };
+    const std::vector<Tensor> ref = run(false, 1), one = run(true, 1), three = run(true, 3);
+    const double tol = dt == ad::DType::f32 ? 1e-6 : 1e-14;
+    for (size_t k = 0; k < ref.size(); ++k)
+      for (int64_t i = 0; i < ref[k].numel(); ++i) {
+        INFO("dtype " << (int)dt << " tensor " << k << " entry " << i);
+        REQUIRE(std::abs(one[k].item(i) - ref[k].item(i)) <= tol * (1 + std::abs(ref[k].item(i))));
+        REQUIRE(three[k].item(i) == one[k].item(i));
+      }
+  }
+  CHECK_THROWS_WITH(decomp::apd_column_norms(ad::zeros({3, 4}), ad::zeros({5, 2})), doctest::Contains("apd_column_norms"));
+}
+
+AUDIT_CASE("apd_column_norms ||V[:, j]||^2 ||U[j, :]||^2") {
+  ad::Rng rng(12);
+  using In = std::vector<Tensor>;
+  CHECK_GRADIENTS([](const In& v) { return decomp::apd_column_norms(v[0], v[1]); },
+                  In({audit::input({5, 7}, rng), audit::input({7, 3}, rng)}));
 }
