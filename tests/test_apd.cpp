@@ -263,6 +263,55 @@ TEST_CASE("apd: unit-norm A columns, and the gradient along each column is remov
   }
 }
 
+// The unit-norm passes split the columns over the thread pool: the same bits with 1 and 3
+// threads, and the same bits as the plain per-column loops (float32, 140 columns: 2 chunks).
+TEST_CASE("apd: the unit-norm A step equals the plain column loops, bit for bit, with any thread count") {
+  spd_test::TinyTMS tms(5, 3, false, ad::DType::f32);
+  decomp::Target tgt = tms.target();
+  nlohmann::json j = apd_config(70, 2, 1.0);
+  j["unit_norm_A"] = true;
+  auto run = [&](int threads) {
+    const int old = ad::num_threads();
+    ad::set_num_threads(threads);
+    ad::Rng rng(1);
+    decomp::APD apd(tgt, decomp::parse_decomp_config(j, "test"), rng);
+    randomise(apd, 3);
+    const Tensor& V = apd.cm.layers[0].V;
+    std::vector<Tensor> out{ad::clone(V)};
+    apd.before_step();
+    out.push_back(ad::clone(V));
+    ad::Rng data(2);
+    ad::backward(apd.total_loss(tgt.sample(16, data), 0.0, data, nullptr, false));
+    out.push_back(ad::clone(V.grad()));
+    apd.after_backward();
+    out.push_back(ad::clone(V.grad()));
+    ad::set_num_threads(old);
+    return out;  // V before, V after before_step, grad before, grad after after_backward
+  };
+  const std::vector<Tensor> one = run(1), three = run(3);
+  const int64_t rows = one[0].size(0), cols = one[0].size(1);
+  REQUIRE(cols == 140);
+  std::vector<float> a(one[0].data<float>(), one[0].data<float>() + rows * cols);
+  std::vector<float> g(one[2].data<float>(), one[2].data<float>() + rows * cols);
+  for (int64_t c = 0; c < cols; ++c) {  // the plain loops, one column at a time
+    double n2 = 0;
+    for (int64_t i = 0; i < rows; ++i) n2 += (double)a[i * cols + c] * a[i * cols + c];
+    if (n2 > 0)
+      for (int64_t i = 0; i < rows; ++i) a[i * cols + c] = (float)(a[i * cols + c] * (1.0 / std::sqrt(n2)));
+    double dot = 0, m2 = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      dot += (double)g[i * cols + c] * a[i * cols + c], m2 += (double)a[i * cols + c] * a[i * cols + c];
+    if (m2 > 0)
+      for (int64_t i = 0; i < rows; ++i) g[i * cols + c] = (float)(g[i * cols + c] - dot / m2 * a[i * cols + c]);
+  }
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    INFO("entry " << i);
+    REQUIRE(one[1].data<float>()[i] == a[(size_t)i]);
+    REQUIRE(one[3].data<float>()[i] == g[(size_t)i]);
+    for (size_t k = 0; k < one.size(); ++k) REQUIRE(three[k].data<float>()[i] == one[k].data<float>()[i]);
+  }
+}
+
 TEST_CASE("apd: config errors name the key; SPD keys and terms are refused in an APD config and vice versa") {
   auto err = [](nlohmann::json j) {
     try {
