@@ -73,14 +73,17 @@ const StepState::TopkPass& APD::topk_forward(const Batch& batch, const StepState
 namespace {
 // Both passes walk A row by row over one range of columns per chunk (fixed chunks: the same
 // bits with any thread count); each column's sums still run over i in order, in double.
-int column_chunks(int64_t cols) { return (int)std::min<int64_t>(16, std::max<int64_t>(1, cols / 64)); }
+// Below 2^16 entries one chunk (a pool wake-up costs more than the pass).
+int column_chunks(int64_t rows, int64_t cols) {
+  return rows * cols < ((int64_t)1 << 16) ? 1 : (int)std::min<int64_t>(16, std::max<int64_t>(1, cols / 64));
+}
 
 // A [d_in, C m]: every column to unit norm (a zero column stays zero).
 template <class T> void normalise_columns(Tensor& A) {
   const int64_t rows = A.size(0), cols = A.size(1);
   T* a = A.data<T>();
   std::vector<double> n2((size_t)cols);
-  const int n = column_chunks(cols);
+  const int n = column_chunks(rows, cols);
   ad::parallel_chunks(n, [&](int c) {
     const auto [j0, j1] = ad::chunk_range(cols, n, c);
     for (int64_t i = 0; i < rows; ++i)
@@ -97,7 +100,7 @@ template <class T> void remove_parallel_grad(const Tensor& A) {
   const int64_t rows = A.size(0), cols = A.size(1);
   const T* a = A.data<T>();
   std::vector<double> dot((size_t)cols), n2((size_t)cols);
-  const int n = column_chunks(cols);
+  const int n = column_chunks(rows, cols);
   ad::parallel_chunks(n, [&](int c) {
     const auto [j0, j1] = ad::chunk_range(cols, n, c);
     for (int64_t i = 0; i < rows; ++i)

@@ -264,9 +264,9 @@ TEST_CASE("apd: unit-norm A columns, and the gradient along each column is remov
 }
 
 // The unit-norm passes split the columns over the thread pool: the same bits with 1 and 3
-// threads, and the same bits as the plain per-column loops (float32, 140 columns: 2 chunks).
+// threads, and the same bits as the plain per-column loops (float32, A [512, 140]: 2 chunks).
 TEST_CASE("apd: the unit-norm A step equals the plain column loops, bit for bit, with any thread count") {
-  spd_test::TinyTMS tms(5, 3, false, ad::DType::f32);
+  spd_test::TinyTMS tms(512, 3, false, ad::DType::f32);
   decomp::Target tgt = tms.target();
   nlohmann::json j = apd_config(70, 2, 1.0);
   j["unit_norm_A"] = true;
@@ -290,7 +290,7 @@ TEST_CASE("apd: the unit-norm A step equals the plain column loops, bit for bit,
   };
   const std::vector<Tensor> one = run(1), three = run(3);
   const int64_t rows = one[0].size(0), cols = one[0].size(1);
-  REQUIRE(cols == 140);
+  REQUIRE((rows == 512 && cols == 140));
   std::vector<float> a(one[0].data<float>(), one[0].data<float>() + rows * cols);
   std::vector<float> g(one[2].data<float>(), one[2].data<float>() + rows * cols);
   for (int64_t c = 0; c < cols; ++c) {  // the plain loops, one column at a time
@@ -304,12 +304,14 @@ TEST_CASE("apd: the unit-norm A step equals the plain column loops, bit for bit,
     if (m2 > 0)
       for (int64_t i = 0; i < rows; ++i) g[i * cols + c] = (float)(g[i * cols + c] - dot / m2 * a[i * cols + c]);
   }
+  int64_t off_reference = 0, off_threads = 0;  // entries whose bits differ
   for (int64_t i = 0; i < rows * cols; ++i) {
-    INFO("entry " << i);
-    REQUIRE(one[1].data<float>()[i] == a[(size_t)i]);
-    REQUIRE(one[3].data<float>()[i] == g[(size_t)i]);
-    for (size_t k = 0; k < one.size(); ++k) REQUIRE(three[k].data<float>()[i] == one[k].data<float>()[i]);
+    off_reference += one[1].data<float>()[i] != a[(size_t)i];
+    off_reference += one[3].data<float>()[i] != g[(size_t)i];
+    for (size_t k = 0; k < one.size(); ++k) off_threads += three[k].data<float>()[i] != one[k].data<float>()[i];
   }
+  CHECK(off_reference == 0);
+  CHECK(off_threads == 0);
 }
 
 TEST_CASE("apd: config errors name the key; SPD keys and terms are refused in an APD config and vice versa") {
@@ -446,12 +448,12 @@ TEST_CASE("apd: the attribution kernel's GEMM path equals its plain loop and acc
 // Simplicity's fused column norms against the composite ad::square / ad::sum / ad::mul: the
 // same numbers forward and backward (the same summation order; the compiler may fuse a
 // multiply-add the composite rounds twice), and the same bits with 1 and 3 threads, on odd
-// sizes that split into several chunks.
+// sizes above the 2^16 entries that split into several chunks.
 TEST_CASE("apd: apd_column_norms equals its composite reference and gives the same bits with any thread count") {
   for (ad::DType dt : {ad::DType::f32, ad::DType::f64}) {
     ad::Rng rng(11);
-    Tensor V = ad::rand_uniform({37, 29}, -1, 1, rng, dt), U = ad::rand_uniform({29, 19}, -1, 1, rng, dt);
-    const Tensor up = ad::rand_uniform({29}, -1, 1, rng, dt);
+    Tensor V = ad::rand_uniform({301, 229}, -1, 1, rng, dt), U = ad::rand_uniform({229, 291}, -1, 1, rng, dt);
+    const Tensor up = ad::rand_uniform({229}, -1, 1, rng, dt);
     V.requires_grad_(), U.requires_grad_();
     auto run = [&](bool fused, int threads) {
       const int old = ad::num_threads();
@@ -464,12 +466,17 @@ TEST_CASE("apd: apd_column_norms equals its composite reference and gives the sa
     };
     const std::vector<Tensor> ref = run(false, 1), one = run(true, 1), three = run(true, 3);
     const double tol = dt == ad::DType::f32 ? 1e-6 : 1e-14;
-    for (size_t k = 0; k < ref.size(); ++k)
+    for (size_t k = 0; k < ref.size(); ++k) {
+      double worst = 0;  // relative to 1 + |reference|
+      int64_t differ = 0;  // entries whose bits depend on the thread count
       for (int64_t i = 0; i < ref[k].numel(); ++i) {
-        INFO("dtype " << (int)dt << " tensor " << k << " entry " << i);
-        REQUIRE(std::abs(one[k].item(i) - ref[k].item(i)) <= tol * (1 + std::abs(ref[k].item(i))));
-        REQUIRE(three[k].item(i) == one[k].item(i));
+        worst = std::max(worst, std::abs(one[k].item(i) - ref[k].item(i)) / (1 + std::abs(ref[k].item(i))));
+        differ += three[k].item(i) != one[k].item(i);
       }
+      INFO("dtype " << (int)dt << " tensor " << k);
+      CHECK(worst <= tol);
+      CHECK(differ == 0);
+    }
   }
   CHECK_THROWS_WITH(decomp::apd_column_norms(ad::zeros({3, 4}), ad::zeros({5, 2})), doctest::Contains("apd_column_norms"));
 }

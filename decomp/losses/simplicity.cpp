@@ -18,13 +18,16 @@ using ad::Tensor;
 
 namespace {
 
-// Fixed chunk counts (from the size only): the same bits with any thread count.
-int chunks_for(int64_t n) { return (int)std::min<int64_t>(16, std::max<int64_t>(1, n)); }
+// Fixed chunk counts (from the sizes only): the same bits with any thread count. n items of
+// a pass over `total` entries; below 2^16 entries one chunk (a pool wake-up costs more).
+int chunks_for(int64_t n, int64_t total) {
+  return total < ((int64_t)1 << 16) ? 1 : (int)std::min<int64_t>(16, std::max<int64_t>(1, n));
+}
 
 // a[j] = sum_i V[i, j]^2 for V [R, J], summed over i in order (as ad::sum over axis 0);
 // chunks own disjoint column ranges.
 template <class T> void col_sumsq(const T* V, int64_t R, int64_t J, T* a) {
-  const int n = chunks_for(J);
+  const int n = chunks_for(J, R * J);
   ad::parallel_chunks(n, [&](int c) {
     const auto [j0, j1] = ad::chunk_range(J, n, c);
     for (int64_t j = j0; j < j1; ++j) a[j] = 0;
@@ -38,7 +41,7 @@ template <class T> void col_sumsq(const T* V, int64_t R, int64_t J, T* a) {
 // b[j] = sum_k U[j, k]^2 for U [J, K], each row in 8 interleaved lanes combined in a fixed
 // order (as ad::sum over the last axis).
 template <class T> void row_sumsq(const T* U, int64_t J, int64_t K, T* b) {
-  const int n = chunks_for(J);
+  const int n = chunks_for(J, J * K);
   ad::parallel_chunks(n, [&](int c) {
     const auto [j0, j1] = ad::chunk_range(J, n, c);
     for (int64_t j = j0; j < j1; ++j) {
@@ -55,7 +58,7 @@ template <class T> void row_sumsq(const T* U, int64_t J, int64_t K, T* b) {
 
 // g[r, j] += (2 x[r, j]) s[j] for x [R, J] (s per column) or, by_row, g[j, k] += (2 x[j, k]) s[j].
 template <class T> void add_scaled_twice(const T* x, const T* s, int64_t R, int64_t J, bool by_row, T* g) {
-  const int n = chunks_for(R);
+  const int n = chunks_for(R, R * J);
   ad::parallel_chunks(n, [&](int c) {
     const auto [r0, r1] = ad::chunk_range(R, n, c);
     for (int64_t r = r0; r < r1; ++r) {
