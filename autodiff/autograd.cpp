@@ -117,10 +117,14 @@ Tensor finish(Tensor out) {
   return out;
 }
 
+// Nonzero during a grad() pass: only nodes with this need_epoch get a gradient buffer.
+static thread_local uint32_t t_need_epoch = 0;
+
 void* grad_buffer(const Tensor& t) {
   if (!t.defined()) return nullptr;
   Node* n = t.node();
   if (!n->requires_grad) return nullptr;
+  if (t_need_epoch && n->need_epoch != t_need_epoch) return nullptr;
   if (!n->scratch) {
     n->scratch = pool_alloc(n->bytes());
     std::memset(n->scratch, 0, n->bytes());
@@ -166,8 +170,34 @@ static std::vector<Node*>& topo_order(Node* root) {
   return order;
 }
 
+// grad(): marks (need_epoch) the nodes of `order` (post-order) from which a node of `keep` is
+// reachable. Gradients flow only through those, so the ops' backwards skip every other input
+// (the products for a target's own weights when only d y / d h is asked for): grad()
+// discards those gradients anyway. Returns the epoch.
+static uint32_t mark_needed(const std::vector<Node*>& order, const std::vector<Tensor>& keep) {
+  static uint32_t epoch = 0;
+  if (++epoch == 0) ++epoch;
+  for (Node* n : order) {
+    bool need = false;
+    for (const Tensor& t : keep) need = need || t.node() == n;
+    for (int i = 0; i < n->n_inputs && !need; ++i) {
+      const Node* c = n->inputs[i].node();
+      need = c && c->requires_grad && c->need_epoch == epoch;
+    }
+    if (need) n->need_epoch = epoch;
+  }
+  return epoch;
+}
+
+// Sets t_need_epoch for one pass, also when an op's backward throws.
+struct NeedScope {
+  explicit NeedScope(uint32_t e) { t_need_epoch = e; }
+  ~NeedScope() { t_need_epoch = 0; }
+};
+
 // Runs one pass. On return every node in the order has its gradient in `scratch` if it is a
-// leaf or listed in `keep` (the caller then consumes them); other scratches are freed.
+// leaf or listed in `keep` (the caller then consumes them); other scratches are freed. With
+// `keep`, only nodes a kept node is reachable from get a gradient (mark_needed).
 static std::vector<Node*>& run_pass(const Tensor& output, const Tensor& grad_output,
                                     const std::vector<Tensor>* keep) {
   Node* root = output.node();
@@ -182,18 +212,19 @@ static std::vector<Node*>& run_pass(const Tensor& output, const Tensor& grad_out
       fail(std::string("backward: the graph through op '") + n->op + "' " + n->shape.str() +
            " was already freed by an earlier backward; pass retain_graph=true to the first one");
   }
-  // Seed d output.
-  void* seed = grad_buffer(output);
   if (grad_output.defined()) {
     if (grad_output.shape() != output.shape())
       shape_error("backward", output.shape(), grad_output.shape(), "grad_output must match the output's shape");
     if (grad_output.dtype() != output.dtype()) fail("backward: grad_output dtype differs from the output's");
-    std::memcpy(seed, grad_output.raw(), root->bytes());
-  } else {
-    if (root->shape.numel() != 1)
-      fail("backward: output " + root->shape.str() + " is not a scalar; pass grad_output");
-    dispatch(root->dtype, [&](auto z) { static_cast<decltype(z)*>(seed)[0] = 1; });
+  } else if (root->shape.numel() != 1) {
+    fail("backward: output " + root->shape.str() + " is not a scalar; pass grad_output");
   }
+  NeedScope need(keep ? mark_needed(order, *keep) : 0);
+  if (keep && root->need_epoch != t_need_epoch) return order;  // no requested input is reachable
+  // Seed d output.
+  void* seed = grad_buffer(output);
+  if (grad_output.defined()) std::memcpy(seed, grad_output.raw(), root->bytes());
+  else dispatch(root->dtype, [&](auto z) { static_cast<decltype(z)*>(seed)[0] = 1; });
   auto kept = [&](Node* n) {
     if (keep)
       for (const Tensor& t : *keep)

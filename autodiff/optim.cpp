@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "autodiff/parallel.hpp"
+
 namespace ad {
 
 // ---- gradient norms and clipping ------------------------------------------------------------
@@ -263,13 +265,21 @@ void Adam::update(size_t slot, Tensor& p, double lr, double wd) {
     const T ss = (T)step_size, isb = (T)inv_sqrt_bc2;
     const T decay = (T)(1.0 - lr * wd);  // AdamW: p *= 1 - lr wd
     const T l2 = decoupled_ ? (T)0 : (T)wd;
-    for (int64_t i = 0, n = p.numel(); i < n; ++i) {
-      if (decoupled_) w[i] *= decay;
-      const T gi = g[i] + l2 * w[i];
-      m[i] = tb1 * m[i] + c1 * gi;
-      v[i] = tb2 * v[i] + c2 * gi * gi;
-      w[i] -= ss * m[i] / (std::sqrt(v[i]) * isb + teps);
-    }
+    const bool decoupled = decoupled_;
+    // Element-wise, so any split gives the same bits; large tensors (APD's 26 MB V and U)
+    // are split over the thread pool.
+    const int64_t n = p.numel();
+    const int chunks = n >= ((int64_t)1 << 16) ? 16 : 1;
+    parallel_chunks(chunks, [&](int c) {
+      const auto [i0, i1] = chunk_range(n, chunks, c);
+      for (int64_t i = i0; i < i1; ++i) {
+        if (decoupled) w[i] *= decay;
+        const T gi = g[i] + l2 * w[i];
+        m[i] = tb1 * m[i] + c1 * gi;
+        v[i] = tb2 * v[i] + c2 * gi * gi;
+        w[i] -= ss * m[i] / (std::sqrt(v[i]) * isb + teps);
+      }
+    });
   });
 }
 

@@ -130,6 +130,7 @@ struct Node {
   int64_t index_count = 0;
   void* saved_index_buf = nullptr;
   uint32_t visit_epoch = 0;
+  uint32_t need_epoch = 0;  // grad(): set on the nodes a requested input is reachable from
   size_t bytes() const { return (size_t)shape.numel() * dtype_size(dtype); }
 };
 

@@ -1,7 +1,10 @@
 #include "decomp/apd.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
+#include "autodiff/parallel.hpp"
 #include "decomp/attributions.hpp"
 
 namespace decomp {
@@ -68,17 +71,27 @@ const StepState::TopkPass& APD::topk_forward(const Batch& batch, const StepState
 }
 
 namespace {
+// Both passes walk A row by row over one range of columns per chunk (fixed chunks: the same
+// bits with any thread count); each column's sums still run over i in order, in double.
+// Below 2^16 entries one chunk (a pool wake-up costs more than the pass).
+int column_chunks(int64_t rows, int64_t cols) {
+  return rows * cols < ((int64_t)1 << 16) ? 1 : (int)std::min<int64_t>(16, std::max<int64_t>(1, cols / 64));
+}
+
 // A [d_in, C m]: every column to unit norm (a zero column stays zero).
 template <class T> void normalise_columns(Tensor& A) {
   const int64_t rows = A.size(0), cols = A.size(1);
   T* a = A.data<T>();
-  for (int64_t j = 0; j < cols; ++j) {
-    double n2 = 0;
-    for (int64_t i = 0; i < rows; ++i) n2 += (double)a[i * cols + j] * a[i * cols + j];
-    if (n2 == 0) continue;
-    const double inv = 1.0 / std::sqrt(n2);
-    for (int64_t i = 0; i < rows; ++i) a[i * cols + j] = (T)(a[i * cols + j] * inv);
-  }
+  std::vector<double> n2((size_t)cols);
+  const int n = column_chunks(rows, cols);
+  ad::parallel_chunks(n, [&](int c) {
+    const auto [j0, j1] = ad::chunk_range(cols, n, c);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = j0; j < j1; ++j) n2[(size_t)j] += (double)a[i * cols + j] * a[i * cols + j];
+    for (int64_t j = j0; j < j1; ++j) n2[(size_t)j] = n2[(size_t)j] == 0 ? 1.0 : 1.0 / std::sqrt(n2[(size_t)j]);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = j0; j < j1; ++j) a[i * cols + j] = (T)(a[i * cols + j] * n2[(size_t)j]);
+  });
 }
 // g_j -= (g_j . a_j / |a_j|^2) a_j per column: the step then keeps |a_j| to first order.
 template <class T> void remove_parallel_grad(const Tensor& A) {
@@ -86,13 +99,19 @@ template <class T> void remove_parallel_grad(const Tensor& A) {
   if (!g) return;
   const int64_t rows = A.size(0), cols = A.size(1);
   const T* a = A.data<T>();
-  for (int64_t j = 0; j < cols; ++j) {
-    double dot = 0, n2 = 0;
-    for (int64_t i = 0; i < rows; ++i) dot += (double)g[i * cols + j] * a[i * cols + j], n2 += (double)a[i * cols + j] * a[i * cols + j];
-    if (n2 == 0) continue;
-    const double f = dot / n2;
-    for (int64_t i = 0; i < rows; ++i) g[i * cols + j] = (T)(g[i * cols + j] - f * a[i * cols + j]);
-  }
+  std::vector<double> dot((size_t)cols), n2((size_t)cols);
+  const int n = column_chunks(rows, cols);
+  ad::parallel_chunks(n, [&](int c) {
+    const auto [j0, j1] = ad::chunk_range(cols, n, c);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = j0; j < j1; ++j) {
+        dot[(size_t)j] += (double)g[i * cols + j] * a[i * cols + j];
+        n2[(size_t)j] += (double)a[i * cols + j] * a[i * cols + j];
+      }
+    for (int64_t j = j0; j < j1; ++j) dot[(size_t)j] = n2[(size_t)j] == 0 ? 0.0 : dot[(size_t)j] / n2[(size_t)j];
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = j0; j < j1; ++j) g[i * cols + j] = (T)(g[i * cols + j] - dot[(size_t)j] * a[i * cols + j]);
+  });
 }
 }  // namespace
 

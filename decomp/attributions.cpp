@@ -78,38 +78,46 @@ struct OutputLeafHooks : models::ForwardHooks {
 
 }  // namespace
 
-// dots [rows, C, O] += P [rows, C, d] G [rows, d, O] row by row.
+// dots [rows, C, O] += P [rows, C, d] G_r row by row, G_r [d, O] the output gradients of row r
+// read from G [O, *, d] (the layout ad::grad returns them in, one output at a time): entry
+// (k, o) of row r is G[o * og + r * d + k], og the stride between outputs. The GEMM reads G_r
+// transposed in place; the loop first gathers it into a [d, O] tile so its inner loop runs over
+// contiguous outputs.
 template <class T>
-static void accumulate_dots_typed(const T* P, const T* G, T* dots, int64_t rows, int64_t C, int64_t O, int64_t d,
-                                  bool use_gemm) {
+static void accumulate_dots_typed(const T* P, const T* G, int64_t og, T* dots, int64_t rows, int64_t C, int64_t O,
+                                  int64_t d, bool use_gemm) {
+  std::vector<T> tile(use_gemm ? 0 : (size_t)(d * O));
   for (int64_t r = 0; r < rows; ++r) {
-    const T *p = P + r * C * d, *g = G + r * d * O;
+    const T *p = P + r * C * d, *g = G + r * d;
     T* out = dots + r * C * O;
     if (use_gemm) {
-      ad::gemm(false, false, C, O, d, (T)1, p, d, g, O, (T)1, out, O);
+      ad::gemm(false, true, C, O, d, (T)1, p, d, g, og, (T)1, out, O);
       continue;
     }
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < d; ++k) tile[(size_t)(k * O + o)] = g[o * og + k];
     for (int64_t c = 0; c < C; ++c)
       for (int64_t k = 0; k < d; ++k) {
         const T pv = p[c * d + k];
-        for (int64_t o = 0; o < O; ++o) out[c * O + o] += pv * g[k * O + o];
+        const T* tk = tile.data() + k * O;
+        for (int64_t o = 0; o < O; ++o) out[c * O + o] += pv * tk[o];
       }
   }
 }
 
 void accumulate_attribution_dots(const Tensor& P, const Tensor& G, Tensor& dots, int mode) {
-  const int64_t rows = P.size(0), C = P.size(1), d = P.size(2), O = G.size(2);
-  if (G.size(0) != rows || G.size(1) != d || dots.size(0) != rows || dots.size(1) != C || dots.size(2) != O ||
+  const int64_t rows = P.size(0), C = P.size(1), d = P.size(2), O = G.size(0);
+  if (G.size(1) != rows || G.size(2) != d || dots.size(0) != rows || dots.size(1) != C || dots.size(2) != O ||
       P.dtype() != G.dtype() || P.dtype() != dots.dtype())
-    ad::fail("accumulate_attribution_dots: expected P [rows, C, d], G [rows, d, O], dots [rows, C, O]; got " +
+    ad::fail("accumulate_attribution_dots: expected P [rows, C, d], G [O, rows, d], dots [rows, C, O]; got " +
              P.shape().str() + ", " + G.shape().str() + ", " + dots.shape().str());
   // A GEMM call per row pays off only for large rows (the residual MLP's C 130 x O 100 x d 1000);
   // for the toy TMS sizes its call overhead dominates the few hundred multiply-adds.
   const bool use_gemm = mode == 1 || (mode < 0 && C * O * d >= 32768);
   if (P.dtype() == ad::DType::f64)
-    accumulate_dots_typed(P.data<double>(), G.data<double>(), dots.data<double>(), rows, C, O, d, use_gemm);
+    accumulate_dots_typed(P.data<double>(), G.data<double>(), rows * d, dots.data<double>(), rows, C, O, d, use_gemm);
   else
-    accumulate_dots_typed(P.data<float>(), G.data<float>(), dots.data<float>(), rows, C, O, d, use_gemm);
+    accumulate_dots_typed(P.data<float>(), G.data<float>(), rows * d, dots.data<float>(), rows, C, O, d, use_gemm);
 }
 
 namespace {
@@ -140,8 +148,9 @@ void dots_rows_inner(const T* hT, const T* U, bool tied, const T* GT, T* dotsT, 
     }
 }
 
-// d y_o / d h_l of every row for every output o of one layer: [rows, d, O] (GEMM path) or
-// [d, O, rows] (rows-inner path); every entry is written by store().
+// d y_o / d h_l of every row for every output o of one layer: [O, rows, d] (per-row path:
+// each output's gradient is one contiguous copy) or [d, O, rows] (rows-inner path); every
+// entry is written by store().
 struct OutputGradients {
   int64_t rows = 0, d = 0, O = 0;
   bool rows_inner = false;
@@ -159,7 +168,7 @@ struct OutputGradients {
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t k = 0; k < d; ++k) out[(k * O + o) * rows + r] = in[r * d + k];
       } else {
-        for (int64_t i = 0, n = rows * d; i < n; ++i) out[i * O + o] = in[i];
+        std::copy(in, in + rows * d, out + o * rows * d);
       }
     };
     if (g.dtype() == ad::DType::f64) run(0.0);
@@ -217,11 +226,11 @@ Tensor gradient_attributions(const APD& apd, const Batch& batch, const StepState
         const Tensor P = component_outputs(apd, (int)l, ad::slice(a2, 0, r0, r0 + n));
         const bool gemm = C * O * d >= 32768;
         if (y.dtype() == ad::DType::f64)
-          accumulate_dots_typed(P.data<double>(), G[l].template data<double>() + r0 * d * O, dots.data<double>() + r0 * C * O, n,
-                                C, O, d, gemm);
+          accumulate_dots_typed(P.data<double>(), G[l].template data<double>() + r0 * d, rows * d,
+                                dots.data<double>() + r0 * C * O, n, C, O, d, gemm);
         else
-          accumulate_dots_typed(P.data<float>(), G[l].template data<float>() + r0 * d * O, dots.data<float>() + r0 * C * O, n, C,
-                                O, d, gemm);
+          accumulate_dots_typed(P.data<float>(), G[l].template data<float>() + r0 * d, rows * d,
+                                dots.data<float>() + r0 * C * O, n, C, O, d, gemm);
       }
     }
     return ad::sum(ad::square(dots), {2});

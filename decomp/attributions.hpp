@@ -23,8 +23,8 @@ ad::Tensor gradient_attributions(const APD& apd, const Batch& batch, const StepS
 ad::Tensor ablation_attributions(const APD& apd, const Batch& batch, const StepState& st);
 ad::Tensor activation_attributions(const APD& apd, const StepState& st);
 
-// The kernel of the gradient attributions: dots [rows, C, O] += P [rows, C, d] G [rows, d, O]
-// per row. mode -1: a GEMM per row when C O d is large, else the plain loop; 0: the plain loop
+// The kernel of the gradient attributions: dots[r] [C, O] += P[r] [C, d] G[:, r, :]^T per row r,
+// with G [O, rows, d] (output o's gradients of every row, contiguous). mode -1: a GEMM per row when C O d is large, else the plain loop; 0: the plain loop
 // (the reference); 1: GEMM.
 void accumulate_attribution_dots(const ad::Tensor& P, const ad::Tensor& G, ad::Tensor& dots, int mode = -1);
 

@@ -10,12 +10,15 @@
 #include <sstream>
 
 #include "autodiff/gradcheck.hpp"
+#include "autodiff/parallel.hpp"
 #include "decomp/apd.hpp"
 #include "decomp/attributions.hpp"
 #include "decomp/evaluate.hpp"
+#include "decomp/losses/losses.hpp"
 #include "decomp/run/audit.hpp"
 #include "decomp/run/checkpoint.hpp"
 #include "decomp/trainer.hpp"
+#include "tests/audit.hpp"
 #include "tests/spd_test_util.hpp"
 
 using ad::Tensor;
@@ -260,6 +263,57 @@ TEST_CASE("apd: unit-norm A columns, and the gradient along each column is remov
   }
 }
 
+// The unit-norm passes split the columns over the thread pool: the same bits with 1 and 3
+// threads, and the same bits as the plain per-column loops (float32, A [512, 140]: 2 chunks).
+TEST_CASE("apd: the unit-norm A step equals the plain column loops, bit for bit, with any thread count") {
+  spd_test::TinyTMS tms(512, 3, false, ad::DType::f32);
+  decomp::Target tgt = tms.target();
+  nlohmann::json j = apd_config(70, 2, 1.0);
+  j["unit_norm_A"] = true;
+  auto run = [&](int threads) {
+    const int old = ad::num_threads();
+    ad::set_num_threads(threads);
+    ad::Rng rng(1);
+    decomp::APD apd(tgt, decomp::parse_decomp_config(j, "test"), rng);
+    randomise(apd, 3);
+    const Tensor& V = apd.cm.layers[0].V;
+    std::vector<Tensor> out{ad::clone(V)};
+    apd.before_step();
+    out.push_back(ad::clone(V));
+    ad::Rng data(2);
+    ad::backward(apd.total_loss(tgt.sample(16, data), 0.0, data, nullptr, false));
+    out.push_back(ad::clone(V.grad()));
+    apd.after_backward();
+    out.push_back(ad::clone(V.grad()));
+    ad::set_num_threads(old);
+    return out;  // V before, V after before_step, grad before, grad after after_backward
+  };
+  const std::vector<Tensor> one = run(1), three = run(3);
+  const int64_t rows = one[0].size(0), cols = one[0].size(1);
+  REQUIRE((rows == 512 && cols == 140));
+  std::vector<float> a(one[0].data<float>(), one[0].data<float>() + rows * cols);
+  std::vector<float> g(one[2].data<float>(), one[2].data<float>() + rows * cols);
+  for (int64_t c = 0; c < cols; ++c) {  // the plain loops, one column at a time
+    double n2 = 0;
+    for (int64_t i = 0; i < rows; ++i) n2 += (double)a[i * cols + c] * a[i * cols + c];
+    if (n2 > 0)
+      for (int64_t i = 0; i < rows; ++i) a[i * cols + c] = (float)(a[i * cols + c] * (1.0 / std::sqrt(n2)));
+    double dot = 0, m2 = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      dot += (double)g[i * cols + c] * a[i * cols + c], m2 += (double)a[i * cols + c] * a[i * cols + c];
+    if (m2 > 0)
+      for (int64_t i = 0; i < rows; ++i) g[i * cols + c] = (float)(g[i * cols + c] - dot / m2 * a[i * cols + c]);
+  }
+  int64_t off_reference = 0, off_threads = 0;  // entries whose bits differ
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    off_reference += one[1].data<float>()[i] != a[(size_t)i];
+    off_reference += one[3].data<float>()[i] != g[(size_t)i];
+    for (size_t k = 0; k < one.size(); ++k) off_threads += three[k].data<float>()[i] != one[k].data<float>()[i];
+  }
+  CHECK(off_reference == 0);
+  CHECK(off_threads == 0);
+}
+
 TEST_CASE("apd: config errors name the key; SPD keys and terms are refused in an APD config and vice versa") {
   auto err = [](nlohmann::json j) {
     try {
@@ -371,7 +425,7 @@ TEST_CASE("apd: the attribution kernel's GEMM path equals its plain loop and acc
   ad::Rng rng(8);
   for (auto dims : std::vector<std::array<int64_t, 4>>{{3, 4, 5, 7}, {2, 130, 100, 9}, {5, 1, 1, 1}}) {
     const int64_t rows = dims[0], C = dims[1], O = dims[2], d = dims[3];
-    Tensor P = ad::zeros({rows, C, d}, ad::DType::f64), G = ad::zeros({rows, d, O}, ad::DType::f64);
+    Tensor P = ad::zeros({rows, C, d}, ad::DType::f64), G = ad::zeros({O, rows, d}, ad::DType::f64);
     Tensor start = ad::zeros({rows, C, O}, ad::DType::f64);
     ad::fill_uniform(P, -1, 1, rng), ad::fill_uniform(G, -1, 1, rng), ad::fill_uniform(start, -1, 1, rng);
     Tensor loop = ad::clone(start), gemm = ad::clone(start);
@@ -382,11 +436,54 @@ TEST_CASE("apd: the attribution kernel's GEMM path equals its plain loop and acc
       for (int64_t c = 0; c < C; ++c)
         for (int64_t o = 0; o < O; ++o) {
           double want = start.item((r * C + c) * O + o);
-          for (int64_t k = 0; k < d; ++k) want += P.item((r * C + c) * d + k) * G.item((r * d + k) * O + o);
+          for (int64_t k = 0; k < d; ++k) want += P.item((r * C + c) * d + k) * G.item((o * rows + r) * d + k);
           err = std::max({err, std::abs(loop.item((r * C + c) * O + o) - want), std::abs(gemm.item((r * C + c) * O + o) - want)});
         }
     CHECK(err < 1e-12);
   }
   Tensor bad = ad::zeros({2, 3, 4}, ad::DType::f64);
   CHECK_THROWS_WITH(decomp::accumulate_attribution_dots(bad, bad, bad), doctest::Contains("accumulate_attribution_dots"));
+}
+
+// Simplicity's fused column norms against the composite ad::square / ad::sum / ad::mul: the
+// same numbers forward and backward (the same summation order; the compiler may fuse a
+// multiply-add the composite rounds twice), and the same bits with 1 and 3 threads, on odd
+// sizes above the 2^16 entries that split into several chunks.
+TEST_CASE("apd: apd_column_norms equals its composite reference and gives the same bits with any thread count") {
+  for (ad::DType dt : {ad::DType::f32, ad::DType::f64}) {
+    ad::Rng rng(11);
+    Tensor V = ad::rand_uniform({301, 229}, -1, 1, rng, dt), U = ad::rand_uniform({229, 291}, -1, 1, rng, dt);
+    const Tensor up = ad::rand_uniform({229}, -1, 1, rng, dt);
+    V.requires_grad_(), U.requires_grad_();
+    auto run = [&](bool fused, int threads) {
+      const int old = ad::num_threads();
+      ad::set_num_threads(threads);
+      V.zero_grad(), U.zero_grad();
+      const Tensor y = fused ? decomp::apd_column_norms(V, U) : decomp::apd_column_norms_reference(V, U);
+      ad::backward(ad::sum(y * up));
+      ad::set_num_threads(old);
+      return std::vector<Tensor>{ad::clone(ad::detach(y)), ad::clone(V.grad()), ad::clone(U.grad())};
+    };
+    const std::vector<Tensor> ref = run(false, 1), one = run(true, 1), three = run(true, 3);
+    const double tol = dt == ad::DType::f32 ? 1e-6 : 1e-14;
+    for (size_t k = 0; k < ref.size(); ++k) {
+      double worst = 0;  // relative to 1 + |reference|
+      int64_t differ = 0;  // entries whose bits depend on the thread count
+      for (int64_t i = 0; i < ref[k].numel(); ++i) {
+        worst = std::max(worst, std::abs(one[k].item(i) - ref[k].item(i)) / (1 + std::abs(ref[k].item(i))));
+        differ += three[k].item(i) != one[k].item(i);
+      }
+      INFO("dtype " << (int)dt << " tensor " << k);
+      CHECK(worst <= tol);
+      CHECK(differ == 0);
+    }
+  }
+  CHECK_THROWS_WITH(decomp::apd_column_norms(ad::zeros({3, 4}), ad::zeros({5, 2})), doctest::Contains("apd_column_norms"));
+}
+
+AUDIT_CASE("apd_column_norms ||V[:, j]||^2 ||U[j, :]||^2") {
+  ad::Rng rng(12);
+  using In = std::vector<Tensor>;
+  CHECK_GRADIENTS([](const In& v) { return decomp::apd_column_norms(v[0], v[1]); },
+                  In({audit::input({5, 7}, rng), audit::input({7, 3}, rng)}));
 }

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "autodiff/gemm.hpp"
 #include "autodiff/parallel.hpp"
@@ -46,6 +48,37 @@ TEST_CASE("autodiff: grad() w.r.t. intermediates leaves .grad untouched; retain_
   CHECK(g2[0].item(0) == doctest::Approx(9.0));
   ad::backward(y);                       // frees the graph
   CHECK_THROWS_AS(ad::backward(y), ad::Error);
+}
+
+namespace {
+std::vector<std::string> g_seen_ops;
+void record_op(const char* op) { g_seen_ops.push_back(op); }
+}  // namespace
+
+TEST_CASE("autodiff: grad() runs only the backwards a requested input is reachable through") {
+  Tensor x = ad::from_vector({0.5, -1.0, 2.0}, {3}, ad::DType::f64);
+  Tensor W = ad::from_vector({0.3, 0.1}, {2}, ad::DType::f64);
+  x.requires_grad_(), W.requires_grad_();
+  // y = sum(tanh(x)^2) + sum(exp(W)): the exp branch does not lead to x
+  const Tensor y = ad::sum(ad::square(ad::tanh(x))) + ad::sum(ad::exp(W));
+  g_seen_ops.clear();
+  ad::set_backward_observer(record_op);
+  const std::vector<Tensor> g = ad::grad(y, {x});
+  ad::set_backward_observer(nullptr);
+  auto seen = [](const char* op) { return std::find(g_seen_ops.begin(), g_seen_ops.end(), op) != g_seen_ops.end(); };
+  CHECK(seen("tanh"));
+  CHECK_FALSE(seen("exp"));  // skipped: grad() discards W's gradient anyway
+  for (int64_t i = 0; i < 3; ++i) {
+    const double t = std::tanh(x.item(i));
+    CHECK(g[0].item(i) == doctest::Approx(2 * t * (1 - t * t)).epsilon(1e-14));
+  }
+  // no requested input reachable: zeros, and a wrong grad_output is still an error
+  const Tensor e = ad::sum(ad::exp(W));
+  CHECK(ad::grad(e, {x})[0].item(1) == 0.0);
+  CHECK_THROWS_AS(ad::grad(e, {x}, ad::ones({2}, ad::DType::f64)), ad::Error);
+  // a full backward still reaches every leaf
+  ad::backward(y);
+  CHECK(W.grad().item(0) == doctest::Approx(std::exp(0.3)).epsilon(1e-14));
 }
 
 TEST_CASE("autodiff: no-grad scope records nothing; detach cuts the graph") {

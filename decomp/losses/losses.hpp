@@ -74,5 +74,12 @@ ad::Tensor unmasked_recon(const Decomposition& d, const Batch& b, const StepStat
 ad::Tensor apd_minimality(const APD& apd, const Batch& b, const StepState& st);
 ad::Tensor apd_act_recon(const APD& apd, const Batch& b, const StepState& st, const std::vector<std::string>& layers);
 ad::Tensor apd_simplicity(const APD& apd, const StepState& st, double p);
+// Simplicity's norms of every column j: ||V[:, j]||^2 ||U[j, :]||^2 for V [d_in, J], U [J, d_out]
+// -> [J], one fused op: no [d_in, J] / [J, d_out] squares (26 MB each for the residual MLP)
+// or their gradients, and both passes over V and U split over the thread pool. The same
+// numbers as apd_column_norms_reference, the composite of ad::square, ad::sum and ad::mul (in
+// the same summation order; up to the rounding of a multiply-add the compiler fuses).
+ad::Tensor apd_column_norms(const ad::Tensor& V, const ad::Tensor& U);
+ad::Tensor apd_column_norms_reference(const ad::Tensor& V, const ad::Tensor& U);
 
 }  // namespace decomp
