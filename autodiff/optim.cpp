@@ -269,7 +269,7 @@ void Adam::update(size_t slot, Tensor& p, double lr, double wd) {
     // Element-wise, so any split gives the same bits; large tensors (APD's 26 MB V and U)
     // are split over the thread pool.
     const int64_t n = p.numel();
-    const int chunks = n >= ((int64_t)1 << 16) ? 16 : 1;
+    const int chunks = fixed_chunks(n, n, 16);
     parallel_chunks(chunks, [&](int c) {
       const auto [i0, i1] = chunk_range(n, chunks, c);
       for (int64_t i = i0; i < i1; ++i) {

@@ -39,4 +39,13 @@ inline std::pair<int64_t, int64_t> chunk_range(int64_t n, int n_chunks, int c) {
   return {n * c / n_chunks, n * (c + 1) / n_chunks};
 }
 
+// The fixed chunk count of a pass over `entries` numbers whose work splits into `items`
+// independent pieces: one chunk below 2^16 entries (a pool wake-up costs more than the
+// pass), else min(max_chunks, items), at least 1. It depends on the sizes only, so a
+// kernel that reduces per chunk gives the same bits with any thread count.
+inline int fixed_chunks(int64_t entries, int64_t items, int max_chunks) {
+  if (entries < ((int64_t)1 << 16)) return 1;
+  return (int)(items < 1 ? 1 : items < max_chunks ? items : max_chunks);
+}
+
 }  // namespace ad

@@ -71,12 +71,9 @@ const StepState::TopkPass& APD::topk_forward(const Batch& batch, const StepState
 }
 
 namespace {
-// Both passes walk A row by row over one range of columns per chunk (fixed chunks: the same
-// bits with any thread count); each column's sums still run over i in order, in double.
-// Below 2^16 entries one chunk (a pool wake-up costs more than the pass).
-int column_chunks(int64_t rows, int64_t cols) {
-  return rows * cols < ((int64_t)1 << 16) ? 1 : (int)std::min<int64_t>(16, std::max<int64_t>(1, cols / 64));
-}
+// Both passes walk A row by row over one range of columns per chunk (ad::fixed_chunks: the
+// same bits with any thread count); each column's sums still run over i in order, in double.
+int column_chunks(int64_t rows, int64_t cols) { return ad::fixed_chunks(rows * cols, cols / 64, 16); }
 
 // A [d_in, C m]: every column to unit norm (a zero column stays zero).
 template <class T> void normalise_columns(Tensor& A) {

@@ -130,10 +130,7 @@ void set_ci_keep_hidden_bytes(size_t b) { g_keep_hidden_bytes = b; }
 // Examples are split into this many chunks (fewer for small inputs); chunks run in
 // parallel and the parameter gradients are summed per chunk, then in chunk order, so the
 // result does not depend on the thread count.
-static int n_chunks_for(int64_t N, int64_t C, int64_t H) {
-  if (N * C * H < (1 << 16)) return 1;
-  return (int)std::min<int64_t>(8, N);
-}
+static int n_chunks_for(int64_t N, int64_t C, int64_t H) { return ad::fixed_chunks(N * C * H, N, 8); }
 
 // Backward: with a = h W1 + b1, s = gelu(a) and s' = gelu'(a):
 //   dz/dW2 = s,  dz/db2 = 1,  da = gz W2 s',  dh = sum_k da W1,  dW1 = da h,  db1 = da.

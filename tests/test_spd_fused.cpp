@@ -377,4 +377,10 @@ TEST_CASE("parallel_chunks runs every chunk exactly once, with any thread count"
   }
   CHECK(ad::chunk_range(10, 3, 0) == std::pair<int64_t, int64_t>(0, 3));
   CHECK(ad::chunk_range(10, 3, 2) == std::pair<int64_t, int64_t>(6, 10));
+  // fixed_chunks: one chunk below 2^16 entries, else the items capped at max_chunks.
+  CHECK(ad::fixed_chunks((1 << 16) - 1, 100, 16) == 1);
+  CHECK(ad::fixed_chunks(1 << 16, 100, 16) == 16);
+  CHECK(ad::fixed_chunks(1 << 16, 5, 16) == 5);
+  CHECK(ad::fixed_chunks(1 << 20, 0, 8) == 1);
+  CHECK(ad::fixed_chunks(1 << 20, 1000, 8) == 8);
 }

@@ -18,11 +18,8 @@ using ad::Tensor;
 
 namespace {
 
-// Fixed chunk counts (from the sizes only): the same bits with any thread count. n items of
-// a pass over `total` entries; below 2^16 entries one chunk (a pool wake-up costs more).
-int chunks_for(int64_t n, int64_t total) {
-  return total < ((int64_t)1 << 16) ? 1 : (int)std::min<int64_t>(16, std::max<int64_t>(1, n));
-}
+// Fixed chunk counts (ad::fixed_chunks): the same bits with any thread count.
+int chunks_for(int64_t n, int64_t total) { return ad::fixed_chunks(total, n, 16); }
 
 // a[j] = sum_i V[i, j]^2 for V [R, J], summed over i in order (as ad::sum over axis 0);
 // chunks own disjoint column ranges.
