@@ -29,6 +29,11 @@ Tensor leaf_normal(const ad::Shape& s, double std, ad::DType dt, ad::Rng& rng) {
   t.requires_grad_(true);
   return t;
 }
+Tensor leaf_uniform(const ad::Shape& s, double bound, ad::DType dt, ad::Rng& rng) {
+  Tensor t = ad::rand_uniform(s, -bound, bound, rng, dt);
+  t.requires_grad_(true);
+  return t;
+}
 Tensor leaf_zeros(const ad::Shape& s, ad::DType dt) {
   Tensor t = ad::zeros(s, dt);
   t.requires_grad_(true);

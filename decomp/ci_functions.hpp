@@ -11,8 +11,9 @@
 
 namespace decomp {
 
-// Trainable leaves: N(0, std^2) entries, or zeros.
+// Trainable leaves: N(0, std^2) entries, U(-bound, bound) entries, or zeros.
 ad::Tensor leaf_normal(const ad::Shape& s, double std, ad::DType dt, ad::Rng& rng);
+ad::Tensor leaf_uniform(const ad::Shape& s, double bound, ad::DType dt, ad::Rng& rng);  // U(-bound, bound)
 ad::Tensor leaf_zeros(const ad::Shape& s, ad::DType dt);
 
 // transformer: global only (decomp/ci_transformer.hpp).

@@ -36,7 +36,7 @@ ComponentModel::ComponentModel(const std::vector<LayerSpec>& specs, const Compon
     }
     layers.push_back(L);
   }
-  // Tied layers first resolve their source; untied layers get V ~ N(0, 1/d_in), U ~ N(0, 1/C).
+  // Tied layers first resolve their source; untied layers get V, U as opt.init says.
   for (size_t l = 0; l < specs.size(); ++l) {
     LayerComponents& L = layers[l];
     if (!specs[l].tied_to.empty()) {
@@ -48,6 +48,10 @@ ComponentModel::ComponentModel(const std::vector<LayerSpec>& specs, const Compon
         ad::fail("ComponentModel: tied layer '" + L.name + "' does not have the transposed shape of '" +
                  specs[l].tied_to + "'");
       L.tied_src = src;
+    } else if (opt.init == ComponentInit::kaiming_uniform) {
+      const double m = (double)opt.group, s = opt.init_scale;
+      L.V = leaf_uniform({L.d_in, L.C}, s * std::sqrt(6.0 / ((double)L.d_in * m)), opt.dtype, rng);
+      L.U = leaf_uniform({L.C, L.d_out}, s * std::sqrt(6.0 / (m * (double)L.d_out)), opt.dtype, rng);
     } else {
       L.V = leaf_normal({L.d_in, L.C}, opt.init_scale / std::sqrt((double)L.d_in), opt.dtype, rng);
       L.U = leaf_normal({L.C, L.d_out}, opt.init_scale / std::sqrt((double)L.C), opt.dtype, rng);

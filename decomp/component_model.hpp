@@ -50,6 +50,8 @@ struct LayerMask {
   ad::Tensor m, m_delta, route;
 };
 
+enum class ComponentInit { normal, kaiming_uniform };
+
 struct ComponentModelOptions {
   int64_t C = 20;
   CIType ci_type = CIType::mlp;
@@ -63,6 +65,11 @@ struct ComponentModelOptions {
   // the columns [c m, (c + 1) m) of V and rows of U, and C above counts columns (C_apd m).
   int64_t group = 1;
   double init_scale = 1.0;  // multiplies the initial V and U
+  // Initial V and U, s = init_scale. normal: V ~ N(0, s^2/d_in), U ~ N(0, s^2/C).
+  // kaiming_uniform (APD's reference implementation): each component's factors as Kaiming-
+  // uniform tensors A_c [d_in, m], B_c [m, d_out] with fan_in d_in m and m d_out, i.e.
+  // V ~ U(-b, b) with b = s sqrt(6 / (d_in m)), U ~ U(-b, b) with b = s sqrt(6 / (m d_out)).
+  ComponentInit init = ComponentInit::normal;
   ad::DType dtype = ad::DType::f32;
 };
 

@@ -91,6 +91,9 @@ void read_apd(ConfigSection& top, DecompConfig& c) {
   c.model.init_scale = top.get_double("init_scale", 1.0);
   if (!(c.model.init_scale > 0) || !std::isfinite(c.model.init_scale))
     top.error("init_scale", "must be a finite number > 0");
+  const std::string init = top.get_string("init", "normal");
+  if (init == "kaiming_uniform") c.model.init = ComponentInit::kaiming_uniform;
+  else if (init != "normal") top.error("init", "must be normal or kaiming_uniform, got '" + init + "'");
   c.model.group = a.m;
   int64_t columns = 0;  // ComponentModel counts columns
   if (__builtin_mul_overflow(c.model.C, a.m, &columns))

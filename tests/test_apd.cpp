@@ -3,6 +3,7 @@
 // the same bits, pd audit on the shipped configs, and a TMS 5-2 recovery run.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
@@ -336,10 +337,40 @@ TEST_CASE("apd: config errors name the key; SPD keys and terms are refused in an
   CHECK(err(j).find("'stochastic_recon' is not a loss term of method apd") != std::string::npos);
   j = apd_config(3, 2, 1.0), j["losses"].push_back({{"name", "act_recon"}});
   CHECK(err(j).find("losses[3].layers") != std::string::npos);
+  j = apd_config(3, 2, 1.0), j["init"] = "xavier";
+  CHECK(err(j).find("init: must be normal or kaiming_uniform") != std::string::npos);
   j = apd_config(3, 2, 1.0), j["method"] = "xpd";
   CHECK(err(j).find("method: must be spd, apd or vpd") != std::string::npos);
   nlohmann::json s = nlohmann::json::parse(R"({"C": 4, "losses": [{"name": "minimality"}]})");
   CHECK(err(s).find("'minimality' is not a loss term of method spd") != std::string::npos);
+}
+
+TEST_CASE("apd: init kaiming_uniform draws each factor within s sqrt(6 / fan_in), fan_in d_in m and m d_out") {
+  spd_test::TinyTMS tms(8, 5, /*identity=*/true, ad::DType::f64);
+  const decomp::Target tgt = tms.target();
+  nlohmann::json j = apd_config(40, 3, 1.0);
+  j["init"] = "kaiming_uniform", j["init_scale"] = 2.0;
+  const decomp::DecompConfig cfg = decomp::parse_decomp_config(j, "test");
+  ad::Rng rng(4);
+  const decomp::APD apd(tgt, cfg, rng);
+  // Uniform on [-b, b]: every |entry| <= b, mean square b^2 / 3 (600-960 draws: within 10%).
+  auto check = [](const Tensor& t, double b) {
+    double mx = 0, ms = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) mx = std::max(mx, std::abs(t.item(i))), ms += t.item(i) * t.item(i);
+    ms /= (double)t.numel();
+    CHECK(mx <= b);
+    CHECK(mx > 0.9 * b);
+    CHECK(ms == doctest::Approx(b * b / 3).epsilon(0.1));
+  };
+  int untied = 0;
+  for (const decomp::LayerComponents& L : apd.cm.layers) {
+    if (L.tied_src >= 0) continue;
+    ++untied;
+    CAPTURE(L.name);
+    check(L.V, 2.0 * std::sqrt(6.0 / (double)(L.d_in * 3)));
+    check(L.U, 2.0 * std::sqrt(6.0 / (double)(3 * L.d_out)));
+  }
+  CHECK(untied == 2);  // linear1 and the hidden identity; linear2 is tied
 }
 
 TEST_CASE("apd: stop + checkpoint + resume gives the same bits as an uninterrupted run") {
